@@ -1,0 +1,48 @@
+"""Small async helpers shared by the serving layer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+async def aclose(iterator: AsyncIterator[object]) -> None:
+    """Close an async generator, even from a cancelled task (the close is shielded)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        with anyio.CancelScope(shield=True):
+            await close()
+
+
+class PrimedStream(Generic[T]):
+    """An async iterator whose first item was already taken (so that errors before
+    it surfaced early); closing it closes the source even if never iterated."""
+
+    def __init__(self, head: T, rest: AsyncIterator[T]) -> None:
+        self._head: list[T] = [head]
+        self._rest = rest
+
+    def __aiter__(self) -> PrimedStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._head:
+            return self._head.pop()
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        await aclose(self._rest)
+
+
+async def primed(source: AsyncIterator[T]) -> PrimedStream[T]:
+    """Take ``source``'s first item now; raise what producing it raised."""
+    try:
+        head = await anext(source)
+    except BaseException:
+        await aclose(source)
+        raise
+    return PrimedStream(head, source)

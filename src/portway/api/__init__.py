@@ -1,0 +1,1 @@
+"""HTTP glue only: parse, authenticate, call serving, return JSON or SSE."""

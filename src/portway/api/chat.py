@@ -1,0 +1,27 @@
+"""``POST /chat/completions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from portway.api.deps import context, parse_body, services
+from portway.api.disconnect import cancel_on_disconnect
+from portway.protocol.chat import ChatCompletionRequest
+from portway.sse import EventStreamResponse
+
+router = APIRouter()
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(request: Request) -> Any:
+    ctx = await context(request, "chat.completions")
+    body = await parse_body(request, ChatCompletionRequest)
+    chat = services(request).chat
+    run = chat.accept(ctx, body)
+    if body.stream:
+        return EventStreamResponse(await chat.stream(ctx, run))
+    result = await cancel_on_disconnect(request, chat.complete(ctx, run))
+    return JSONResponse(result)

@@ -1,0 +1,92 @@
+"""What every API route needs: the app's services, the principal, the parsed body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from portway.auth.principal import Authenticator, Principal
+from portway.errors import InvalidRequest
+from portway.registry.models import Registry
+from portway.serving.chat import ChatService
+from portway.serving.context import RequestContext
+from portway.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Services:
+    """Built once at start-up and kept on ``app.state.services``."""
+
+    settings: Settings
+    authenticator: Authenticator
+    registry: Registry
+    chat: ChatService
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+async def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    return await services(request).authenticator.authenticate(header)
+
+
+async def context(request: Request, endpoint: str) -> RequestContext:
+    who = await principal(request)
+    who.require_scope("inference")
+    fields: dict[str, Any] = request.state.log_fields
+    return RequestContext(
+        request_id=request.state.request_id, principal=who, endpoint=endpoint, log_fields=fields
+    )
+
+
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in (
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "str",
+            "list[ContentPart]",
+        ):
+            continue  # union branch names pydantic adds to the location
+        else:
+            text += f".{part}" if text else part
+    return text or None
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """The first validation problem, named the way OpenAI names parameters."""
+    error = exc.errors(include_url=False)[0]
+    kind = error["type"]
+    param = _param(tuple(error["loc"]) + (("role",) if kind == "union_tag_invalid" else ()))
+    if kind == "json_invalid":
+        return InvalidRequest(
+            "We could not parse the JSON body of your request: " + error["msg"], code="invalid_json"
+        )
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param)
+    if kind in ("model_type", "dict_type") and not error["loc"]:
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    message = f"Invalid value for '{param}': {error['msg']}" if param else error["msg"]
+    return InvalidRequest(message, param=param, code="invalid_value" if param else None)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    body = await request.body()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_request(exc) from exc

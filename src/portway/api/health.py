@@ -1,0 +1,28 @@
+"""``GET /health``: the one route without auth; admins get detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from portway.api.deps import principal, services
+from portway.errors import AuthenticationFailed
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": "ok"}
+    if request.headers.get("authorization"):
+        try:
+            who = await principal(request)
+        except AuthenticationFailed:
+            return body
+        if who.is_admin:
+            body["models"] = [
+                {"id": entry.name, "version": entry.version_id, "kind": entry.kind}
+                for entry in services(request).registry.entries()
+            ]
+    return body

@@ -1,0 +1,83 @@
+"""``create_app(settings)``: the ASGI application and its lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from portway import __version__
+from portway.api import chat, deps, errors, health, models
+from portway.auth.principal import Authenticator
+from portway.bootstrap import ensure_first_admin
+from portway.middleware import BodyLimit, RequestLog
+from portway.registry import catalog
+from portway.registry.loader import build_registry
+from portway.serving.chat import ChatService
+from portway.serving.usage import UsageRecorder
+from portway.settings import Settings
+from portway.store import Store
+
+log = logging.getLogger("portway")
+
+API_PREFIXES = ("/v1", "/v2/ext/openai/v1")
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    for module in (chat, models, health):
+        router.include_router(module.router)
+    return router
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(settings.db_url)
+    try:
+        await ensure_first_admin(store, settings)
+        registry = await build_registry(
+            catalog.load(settings.catalog_path), settings.data_dir, store
+        )
+        for entry in registry.entries():
+            await entry.backend.start()
+        recorder = UsageRecorder(store, settings.usage_flush_seconds)
+        await recorder.start()
+        app.state.services = deps.Services(
+            settings=settings,
+            authenticator=Authenticator(store),
+            registry=registry,
+            chat=ChatService(registry, recorder),
+        )
+        log.info("serving %d models at %s/v1", len(registry.entries()), settings.public_base_url)
+        try:
+            yield
+        finally:
+            await recorder.stop()
+            for entry in registry.entries():
+                await entry.backend.close()
+    finally:
+        await store.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Portway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    router = api_router()
+    for prefix in API_PREFIXES:
+        app.include_router(router, prefix=prefix)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestLog)
+    return app

@@ -1,0 +1,1 @@
+"""Personal access tokens and the principal behind a request."""

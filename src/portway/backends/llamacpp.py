@@ -1,0 +1,583 @@
+"""Runs GGUF models in-process with llama-cpp-python.
+
+One ``llama_cpp.Llama`` per backend, one generation at a time on it. The blocking
+llama.cpp loop runs on a dedicated worker thread and hands ``Delta``s back to the
+event loop through an ``asyncio.Queue``.
+
+Sampling is llama-cpp-python's own (``Llama.generate``, whose sampler chain is
+logit bias → penalties → top-p → temperature → seeded draw, or greedy at
+temperature 0). Prompts that share a prefix with the previous one reuse its KV
+cache (``Llama.generate`` does that).
+
+Logprobs do not need ``logits_all=True`` (which would hold a context-sized copy of
+the logits; with Gemma's 262k vocabulary that is gigabytes): when a token is
+yielded, llama.cpp's output buffer still holds the logits of the step that chose
+it, so they are read there with ``llama_get_logits_ith(ctx, -1)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from portway.backends.base import (
+    Capabilities,
+    ChatBackend,
+    Delta,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    TokenLogprob,
+    TopLogprob,
+)
+from portway.backends.templates import ChatTemplate, template_for
+from portway.errors import BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONTEXT = 8192
+"""Without an explicit ``n_ctx``: the model's trained context, but at most this."""
+
+_SEED_MODULUS = 0xFFFFFFFF
+"""llama.cpp seeds are uint32 and 0xFFFFFFFF means "random": seeds are taken modulo this."""
+
+
+# --------------------------------------------------------------------------- text
+
+
+class Utf8StreamDecoder:
+    """Decodes a stream of byte pieces, holding back incomplete UTF-8 sequences.
+
+    A token may end in the middle of a multi-byte character; its bytes are kept
+    until the next piece completes it. Invalid bytes become U+FFFD.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, piece: bytes) -> str:
+        """The text that ``piece`` completes (possibly empty)."""
+        return self._decoder.decode(piece)
+
+    def flush(self) -> str:
+        """Whatever is held back, with an incomplete sequence as U+FFFD."""
+        return self._decoder.decode(b"", final=True)
+
+
+class StopMatcher:
+    """Cuts streamed text at the first stop string.
+
+    Text that could be the beginning of a stop string is held back until it is
+    known not to be one. The stop string itself and everything after it are dropped.
+    """
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self._stops = tuple(dict.fromkeys(s for s in stops if s))
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """The text now safe to emit, and whether a stop string was reached."""
+        buffer = self._held + text
+        cut = self._first_stop(buffer)
+        if cut is not None:
+            self._held = ""
+            return buffer[:cut], True
+        split = len(buffer) - self._partial_stop_length(buffer)
+        self._held = buffer[split:]
+        return buffer[:split], False
+
+    def flush(self) -> str:
+        """The held-back text, once the stream ended without a stop."""
+        held, self._held = self._held, ""
+        return held
+
+    def _first_stop(self, buffer: str) -> int | None:
+        found = [i for i in (buffer.find(stop) for stop in self._stops) if i >= 0]
+        return min(found, default=None)
+
+    def _partial_stop_length(self, buffer: str) -> int:
+        """Length of the longest suffix of ``buffer`` that is a proper prefix of a stop."""
+        longest = 0
+        for stop in self._stops:
+            for length in range(min(len(stop) - 1, len(buffer)), longest, -1):
+                if buffer.endswith(stop[:length]):
+                    longest = length
+                    break
+        return longest
+
+
+@dataclass
+class _PendingDelta:
+    """Tokens produced since the last delta was sent, with their text and logprobs."""
+
+    text: str = ""
+    tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def add(self, text: str = "", logprob: TokenLogprob | None = None, tokens: int = 1) -> None:
+        self.text += text
+        self.tokens += tokens
+        if logprob is not None:
+            self.logprobs.append(logprob)
+
+    def take(self, finish_reason: FinishReason | None = None) -> Delta:
+        delta = Delta(
+            text=self.text,
+            tokens=self.tokens,
+            logprobs=tuple(self.logprobs),
+            finish_reason=finish_reason,
+        )
+        self.text, self.tokens, self.logprobs = "", 0, []
+        return delta
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def llama_seed(seed: int | None) -> int:
+    """The llama.cpp seed for a request: a fresh random one when ``seed`` is None."""
+    if seed is None:
+        return secrets.randbelow(_SEED_MODULUS)
+    return seed % _SEED_MODULUS
+
+
+def _sampler_settings(sampling: SamplingParams) -> dict[str, Any]:
+    """``Llama.generate`` arguments meaning OpenAI's sampling: no top-k, min-p,
+    typical-p or repeat penalty (llama-cpp-python enables some by default)."""
+    return {
+        "temp": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": 0,
+        "min_p": 0.0,
+        "typical_p": 1.0,
+        "repeat_penalty": 1.0,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+    }
+
+
+def _logit_bias_processor(bias: Mapping[int, float]) -> Any:
+    """A ``LogitsProcessorList`` adding ``bias`` to the logits, or None without bias.
+
+    It runs first in llama.cpp's sampler chain, where candidates are still in token
+    id order, so ``scores[token_id]`` is that token's logit.
+    """
+    if not bias:
+        return None
+    token_ids = np.fromiter(bias.keys(), dtype=np.intc, count=len(bias))
+    offsets = np.fromiter(bias.values(), dtype=np.single, count=len(bias))
+
+    def add_bias(_input_ids: Any, scores: Any) -> Any:
+        scores[token_ids] += offsets
+        return scores
+
+    return llama_cpp.LogitsProcessorList([add_bias])
+
+
+def _top_ids(logprobs: Any, count: int) -> list[int]:
+    """Ids of the ``count`` most likely tokens, most likely first (ties: lower id)."""
+    if count <= 0:
+        return []
+    candidates = np.argpartition(-logprobs, count - 1)[:count]
+    order = np.lexsort((candidates, -logprobs[candidates]))
+    return [int(i) for i in candidates[order]]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+_PARAMS_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(*, extra_buffer_types: bool) -> Iterator[None]:
+    """Lets ``Llama()`` load with llama.cpp's ``use_extra_bufts`` set as given.
+
+    llama-cpp-python has no argument for it, so while this is active the defaults it
+    starts from are adjusted. Extra buffer types are weight repacking and AMX; AMX
+    kernels crash (SIGSEGV in ``ldtilecfg``) on virtual machines whose CPU advertises
+    AMX without enabling it.
+    """
+    if extra_buffer_types:
+        yield
+        return
+    low_level = llama_cpp.llama_cpp
+    original = low_level.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    with _PARAMS_PATCH_LOCK:
+        low_level.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = original
+
+
+def _cpu_advertises_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def trained_context(metadata: Mapping[str, str]) -> int | None:
+    """The context length a GGUF was trained with, from ``<arch>.context_length``."""
+    architecture = metadata.get("general.architecture", "")
+    value = metadata.get(f"{architecture}.context_length", "")
+    return int(value) if value.isdigit() else None
+
+
+# --------------------------------------------------------------------------- backend
+
+
+_QueueItem = Delta | BaseException
+
+
+@dataclass
+class _Job:
+    """One generation, as the worker thread sees it."""
+
+    prompt: list[int]
+    budget: int
+    sampling: SamplingParams
+    emit: Callable[[_QueueItem], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class LlamaCppBackend(ChatBackend):
+    """A GGUF chat model run by llama.cpp on this machine.
+
+    ``chat_template`` overrides the prompt format (Jinja source or ``"gemma"``; see
+    ``template_for``). At most ``max_queue`` requests wait for the model; more are
+    refused with ``Overloaded``. ``extra_buffer_types`` (llama.cpp weight repacking /
+    AMX) defaults to off on CPUs advertising AMX, on elsewhere. ``model_name`` is
+    the name used in error messages (default: the file's stem).
+    """
+
+    capabilities = Capabilities(
+        tools=False,
+        json_schema=False,
+        vision=False,
+        reasoning=False,
+        logprobs=True,
+        logit_bias=True,
+        seed=True,
+    )
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        chat_template: str | None = None,
+        max_queue: int = 32,
+        extra_buffer_types: bool | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        self.model_path = model_path
+        self.model_name = model_name or model_path.stem
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._chat_template = chat_template
+        self._max_queue = max_queue
+        self._extra_buffer_types = (
+            not _cpu_advertises_amx() if extra_buffer_types is None else extra_buffer_types
+        )
+        self._llama: Any = None
+        self._template: ChatTemplate | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+        self._turn = asyncio.Lock()
+        self._waiting = 0
+        self._active: _Job | None = None
+        self._vocab: Any = None
+        self._n_vocab = 0
+        self._bos_text = ""
+        self._stop_token_ids: frozenset[int] = frozenset()
+        self._piece_cache: dict[tuple[int, bool], bytes] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Loads the model on a worker thread and picks its chat template."""
+        llama = await asyncio.to_thread(self._load)
+        self._llama = llama
+        self.context_length = int(llama.n_ctx())
+        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._n_vocab = int(llama.n_vocab())
+        metadata: dict[str, str] = dict(llama.metadata)
+        self._bos_text = self._special_text(int(llama.token_bos()))
+        self._template = template_for(
+            metadata,
+            self._chat_template,
+            family_hint=None,
+            bos_token=self._bos_text,
+            eos_token=self._special_text(int(llama.token_eos())),
+        )
+        self._stop_token_ids = frozenset(self._single_token_ids(self._template.stop_strings))
+
+    async def close(self) -> None:
+        """Stops the running generation, then frees the model."""
+        if self._active is not None:
+            self._active.cancel.set()
+        async with self._turn:
+            llama, self._llama = self._llama, None
+            if llama is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
+        self._executor.shutdown(wait=False)
+
+    def _load(self) -> Any:
+        n_ctx = self._n_ctx or DEFAULT_MAX_CONTEXT
+        llama = self._open(n_ctx)
+        trained = trained_context(llama.metadata)
+        if self._n_ctx is None and trained is not None and trained < n_ctx:
+            llama.close()
+            llama = self._open(trained)
+        return llama
+
+    def _open(self, n_ctx: int) -> Any:
+        try:
+            with _model_params(extra_buffer_types=self._extra_buffer_types):
+                return llama_cpp.Llama(
+                    str(self.model_path),
+                    n_ctx=n_ctx,
+                    n_threads=self._n_threads,
+                    verbose=False,
+                    logits_all=False,
+                    # Presence/frequency penalties count every generated token.
+                    last_n_tokens_size=n_ctx,
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"Could not load the model '{self.model_name}'.") from exc
+
+    # ------------------------------------------------------------------ tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._loaded().tokenize(text.encode(), add_bos=False, special=False))
+
+    def _tokenize_prompt(self, messages: Sequence[Message]) -> list[int]:
+        """The prompt's tokens. BOS is added unless the template already wrote it."""
+        prompt = self._loaded_template().render(messages)
+        add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
+        tokens: list[int] = self._loaded().tokenize(prompt.encode(), add_bos=add_bos, special=True)
+        return tokens
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        """The bytes of one token (``special``: control tokens as their text, else empty)."""
+        key = (token, special)
+        cached = self._piece_cache.get(key)
+        if cached is None:
+            cached = self._piece_cache[key] = self._token_to_piece(token, special)
+        return cached
+
+    def _token_to_piece(self, token: int, special: bool) -> bytes:
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, special)
+            if length >= 0:
+                return buffer.raw[:length]
+            size = -length
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    def _single_token_ids(self, texts: Iterable[str]) -> Iterator[int]:
+        """Ids of the texts that are one token each (such as ``<end_of_turn>``)."""
+        for text in texts:
+            ids = self._loaded().tokenize(text.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                yield int(ids[0])
+
+    def _is_end_token(self, token: int) -> bool:
+        return token in self._stop_token_ids or bool(
+            llama_cpp.llama_vocab_is_eog(self._vocab, token)
+        )
+
+    # ------------------------------------------------------------------ generate
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Streams one completion; see ``Delta`` for the order of what it yields.
+
+        Raises before the first delta: ``ContextLengthExceeded``, ``InvalidRequest``
+        (template refusal, bad ``logit_bias``), ``Overloaded`` (queue full).
+        """
+        prompt = await asyncio.to_thread(self._tokenize_prompt, request.messages)
+        budget = self._completion_budget(len(prompt), request.sampling.max_tokens)
+        self._check_logit_bias(request.sampling.logit_bias)
+        await self._wait_for_turn()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        job = _Job(prompt, budget, request.sampling, emit=self._emitter(loop, queue))
+        worker: asyncio.Future[None] | None = None
+        try:
+            yield Delta(prompt_tokens=len(prompt))
+            self._active = job
+            worker = loop.run_in_executor(self._executor, self._run, job)
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise BackendError("The model failed while generating.") from item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            job.cancel.set()
+            self._end_turn_after(worker)
+
+    def _completion_budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """Tokens the completion may use; raises when the request does not fit."""
+        requested = max_tokens or 0
+        if prompt_tokens + requested > self.context_length or prompt_tokens >= self.context_length:
+            raise ContextLengthExceeded(prompt_tokens, requested, self.context_length)
+        return self.context_length - prompt_tokens if max_tokens is None else max_tokens
+
+    def _check_logit_bias(self, bias: Mapping[int, float]) -> None:
+        invalid = sorted(token for token in bias if not 0 <= token < self._n_vocab)
+        if invalid:
+            raise InvalidRequest(
+                f"Invalid token ids in logit_bias: {invalid[:5]}.", param="logit_bias"
+            )
+
+    async def _wait_for_turn(self) -> None:
+        """Takes the model, or raises ``Overloaded`` if ``max_queue`` already wait."""
+        must_wait = self._turn.locked() or self._waiting > 0
+        if must_wait and self._waiting >= self._max_queue:
+            raise Overloaded(self.model_name)
+        self._waiting += 1
+        try:
+            await self._turn.acquire()
+        finally:
+            self._waiting -= 1
+
+    def _end_turn_after(self, worker: asyncio.Future[None] | None) -> None:
+        """Releases the model once the worker thread has stopped (at once if none ran)."""
+
+        def release(done: asyncio.Future[None] | None) -> None:
+            if done is not None and not done.cancelled() and done.exception() is not None:
+                log.error("llama.cpp worker failed", exc_info=done.exception())
+            self._active = None
+            self._turn.release()
+
+        if worker is None or worker.done():
+            release(worker)
+        else:
+            worker.add_done_callback(release)
+
+    @staticmethod
+    def _emitter(
+        loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[_QueueItem]
+    ) -> Callable[[_QueueItem], None]:
+        def emit(item: _QueueItem) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        return emit
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run(self, job: _Job) -> None:
+        """The worker: generates ``job`` and emits its deltas; errors are emitted too."""
+        try:
+            self._generate_blocking(job)
+        except Exception as exc:
+            log.exception("llama.cpp generation failed")
+            job.emit(exc)
+
+    def _generate_blocking(self, job: _Job) -> None:
+        if job.budget <= 0:
+            job.emit(Delta(finish_reason="length"))
+            return
+        llama = self._loaded()
+        llama.set_seed(llama_seed(job.sampling.seed))
+        tokens = llama.generate(
+            job.prompt,
+            **_sampler_settings(job.sampling),
+            logits_processor=_logit_bias_processor(job.sampling.logit_bias),
+        )
+        try:
+            self._stream_tokens(tokens, job)
+        finally:
+            tokens.close()
+
+    def _stream_tokens(self, tokens: Iterator[int], job: _Job) -> None:
+        """Turns sampled tokens into deltas until a stop, the budget, or cancellation."""
+        decoder = Utf8StreamDecoder()
+        stops = StopMatcher((*self._loaded_template().stop_strings, *job.sampling.stop))
+        pending = _PendingDelta()
+        produced = 0
+        finish: FinishReason = "length"
+        cut_at_stop_string = False
+        for token in tokens:
+            if job.cancel.is_set():
+                return
+            produced += 1
+            if self._is_end_token(token):
+                pending.add()
+                finish = "stop"
+                break
+            text, cut_at_stop_string = stops.feed(decoder.feed(self._piece(token, special=False)))
+            pending.add(text, self._logprob(token, job.sampling))
+            if cut_at_stop_string:
+                finish = "stop"
+                break
+            if produced >= job.budget:
+                break
+            if pending.text:
+                job.emit(pending.take())
+        if not cut_at_stop_string:
+            tail, cut_at_stop_string = stops.feed(decoder.flush())
+            pending.add(tail + ("" if cut_at_stop_string else stops.flush()), tokens=0)
+        job.emit(pending.take(finish))
+
+    def _logprob(self, token: int, sampling: SamplingParams) -> TokenLogprob | None:
+        """The chosen token's logprob and the top alternatives, from the logits of the
+        step that chose it (still in llama.cpp's output buffer)."""
+        if not sampling.logprobs:
+            return None
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(self._loaded().ctx, -1), shape=(self._n_vocab,)
+        )
+        logprobs = llama_cpp.Llama.logits_to_logprobs(logits)
+        top = tuple(
+            TopLogprob(*self._token_fields(i), float(logprobs[i]))
+            for i in _top_ids(logprobs, sampling.top_logprobs)
+        )
+        return TokenLogprob(*self._token_fields(token), float(logprobs[token]), top)
+
+    def _token_fields(self, token: int) -> tuple[str, tuple[int, ...]]:
+        raw = self._piece(token, special=True)
+        return raw.decode("utf-8", errors="replace"), tuple(raw)
+
+    # ------------------------------------------------------------------ state
+
+    def _loaded(self) -> Any:
+        if self._llama is None:
+            raise BackendError(f"The model '{self.model_name}' is not loaded.")
+        return self._llama
+
+    def _loaded_template(self) -> ChatTemplate:
+        if self._template is None:
+            raise BackendError(f"The model '{self.model_name}' is not loaded.")
+        return self._template

@@ -1,0 +1,39 @@
+"""First start on a fresh data dir: an admin user and a token, printed once."""
+
+from __future__ import annotations
+
+import sys
+
+from portway.auth.issue import issue_token
+from portway.registry.catalog import DEFAULT_APP, DEFAULT_MODEL, DEFAULT_USER
+from portway.settings import Settings
+from portway.store import Store
+
+ADMIN = "admin"
+
+SNIPPET = """\
+Portway created the first user, '{user}' (an admin). Its personal access token,
+shown only this once:
+
+    {token}
+
+Use it from Python:
+
+    from openai import OpenAI
+    client = OpenAI(base_url="{base}/v1", api_key="{token}")
+    reply = client.chat.completions.create(
+        model="{base}/{model}",
+        messages=[{{"role": "user", "content": "Write a haiku about ports."}}],
+    )
+    print(reply.choices[0].message.content)
+"""
+
+
+async def ensure_first_admin(store: Store, settings: Settings) -> None:
+    if await store.count_users():
+        return
+    token, _ = await issue_token(store, ADMIN, scopes=("inference", "admin"), admin_user=True)
+    model = f"{DEFAULT_USER}/{DEFAULT_APP}/models/{DEFAULT_MODEL}"
+    text = SNIPPET.format(user=ADMIN, token=token, base=settings.public_base_url, model=model)
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,182 @@
+"""The ``portway`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from portway.auth.issue import ScopeError, issue_token
+from portway.settings import Settings
+from portway.store import Store
+
+T = TypeVar("T")
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="Data directory [env PORTWAY_DATA_DIR]."
+)
+database_option = click.option("--database-url", help="SQLAlchemy URL [env PORTWAY_DATABASE_URL].")
+config_option = click.option(
+    "--config", type=click.Path(path_type=Path, dir_okay=False), help="Catalogue TOML file."
+)
+
+
+def _settings(**options: Any) -> Settings:
+    return Settings.from_env(**options)
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(settings.db_url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@click.group()
+@click.version_option(package_name="portway")
+def main() -> None:
+    """Portway: an OpenAI-compatible door to every model a team runs."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@data_dir_option
+@config_option
+@database_option
+@click.option(
+    "--grace", default=30.0, show_default=True, help="Seconds in-flight requests get at shutdown."
+)
+def serve(host: str, port: int, grace: float, **options: Any) -> None:
+    """Serve the API (SIGTERM or SIGINT: finish in-flight requests, then exit 0)."""
+    import uvicorn
+
+    from portway.app import create_app
+
+    settings = _settings(host=host, port=port, grace_seconds=grace, **options)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(grace),
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on; a no-op handler lets us exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    sys.exit(0 if server.started else 1)
+
+
+@main.group()
+def pat() -> None:
+    """Personal access tokens."""
+
+
+@pat.command("create")
+@click.option("--user", "user_name", required=True, help="Owner (created if new).")
+@click.option("--scope", "scopes", multiple=True, help="inference (default), runner or admin.")
+@click.option(
+    "--expires-in", type=click.FloatRange(min=0, min_open=True), help="Days until it expires."
+)
+@data_dir_option
+@database_option
+def pat_create(
+    user_name: str, scopes: tuple[str, ...], expires_in: float | None, **options: Any
+) -> None:
+    """Create a token; the token alone is the last line of stdout."""
+    settings = _settings(**options)
+    try:
+        secret, info = _with_store(
+            settings,
+            lambda store: issue_token(
+                store, user_name, scopes=scopes or ("inference",), expires_in_days=expires_in
+            ),
+        )
+    except ScopeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from exc
+    expiry = info.expires_at.isoformat() if info.expires_at else "never"
+    click.echo(
+        f"# {info.id} for {info.user.name}, scopes {','.join(info.scopes)}, expires {expiry}"
+    )
+    click.echo(secret)
+
+
+@pat.command("list")
+@click.option("--user", "user_name", help="Only this user's tokens.")
+@data_dir_option
+@database_option
+def pat_list(user_name: str | None, **options: Any) -> None:
+    """One token a line, its id first; never the secret."""
+    found = _with_store(_settings(**options), lambda store: store.list_tokens(user_name))
+    for info in found:
+        state = "revoked" if info.revoked_at else "active"
+        expires = info.expires_at.isoformat() if info.expires_at else "never"
+        click.echo(
+            f"{info.id}\t{info.user.name}\t{','.join(info.scopes)}\t…{info.last4}\t"
+            f"{state}\tcreated={info.created_at.isoformat()}\texpires={expires}"
+        )
+
+
+@pat.command("revoke")
+@click.argument("token_id")
+@data_dir_option
+@database_option
+def pat_revoke(token_id: str, **options: Any) -> None:
+    """Revoke a token by id; servers refuse it within seconds."""
+    if not _with_store(_settings(**options), lambda store: store.revoke_token(token_id)):
+        raise click.ClickException(f"no active token with id {token_id}")
+    click.echo(f"revoked {token_id}")
+
+
+@main.command()
+@click.option("--user", "user_name", help="Only this user's usage.")
+@data_dir_option
+@database_option
+def usage(user_name: str | None, **options: Any) -> None:
+    """Requests and tokens used, by user and model."""
+    rows = _with_store(_settings(**options), lambda store: store.usage_summary(user_name))
+    click.echo("user\tmodel\trequests\tprompt_tokens\tcompletion_tokens")
+    for row in rows:
+        click.echo(
+            f"{row.user}\t{row.model}\t{row.requests}\t{row.prompt_tokens}\t{row.completion_tokens}"
+        )
+
+
+@main.group()
+def models() -> None:
+    """The models this server serves."""
+
+
+@models.command("list")
+@data_dir_option
+@config_option
+def models_list(**options: Any) -> None:
+    """Print each served model: reference, backend, visibility, aliases."""
+    from portway.registry import catalog
+
+    settings = _settings(**options)
+    try:
+        specs = catalog.specs(catalog.load(settings.catalog_path))
+    except catalog.CatalogError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for spec in specs:
+        aliases = ",".join(spec.aliases) or "-"
+        click.echo(
+            f"{spec.user}/{spec.app}/models/{spec.model}\t{spec.backend}\t{spec.visibility}\t{aliases}"
+        )

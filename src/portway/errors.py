@@ -1,0 +1,150 @@
+"""Portway's exception tree. Every error a client sees is one of these.
+
+    PortwayError                       500 server_error
+    ├── InvalidRequest                 400 invalid_request_error
+    │   ├── UnsupportedParameter       400 (param names the field)
+    │   └── ContextLengthExceeded      400 code context_length_exceeded
+    ├── AuthenticationFailed           401 authentication_error
+    ├── PermissionDenied               403 permission_error
+    ├── NotFound                       404 invalid_request_error
+    │   └── ModelNotFound              404 code model_not_found, param model
+    ├── MethodNotAllowed               405 invalid_request_error
+    ├── PayloadTooLarge                413 invalid_request_error
+    ├── ClientDisconnected             499 (nobody reads it; for the log)
+    ├── Overloaded                     503 (Retry-After header)
+    └── BackendError                   500 server_error (message is safe to show)
+
+Foreign exceptions are translated at the boundary with ``raise X from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PortwayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str = "The server had an error while processing your request.",
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(PortwayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+    def __init__(self, param: str, reason: str = "is not supported") -> None:
+        super().__init__(f"The parameter '{param}' {reason}.", param=param)
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, max_completion: int, context: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_tokens + max_completion} tokens ({prompt_tokens} in the messages, "
+            f"{max_completion} in the completion). Please reduce the length of the messages "
+            "or completion.",
+            param="messages",
+        )
+
+
+class AuthenticationFailed(PortwayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Incorrect API key provided. You can create a personal access token "
+            "with `portway pat create`."
+        )
+
+
+class PermissionDenied(PortwayError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(PortwayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(
+        self, model: str, reason: str = "does not exist or you do not have access to it"
+    ) -> None:
+        super().__init__(f"The model '{model}' {reason}.", param="model")
+
+
+class MethodNotAllowed(PortwayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(PortwayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body exceeds the limit of {limit} bytes.")
+
+
+class ClientDisconnected(PortwayError):
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("The client closed the connection before the response was ready.")
+
+
+class Overloaded(PortwayError):
+    status = 503
+    type = "server_error"
+    code = "model_overloaded"
+
+    def __init__(self, model: str, retry_after: int = 1) -> None:
+        super().__init__(
+            f"The model '{model}' is busy: its queue is full. Retry after {retry_after}s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class BackendError(PortwayError):
+    """A failure inside a backend whose message is safe to show to the client."""

@@ -1,0 +1,1 @@
+"""OpenAI wire models (pydantic), named after OpenAI's own schema."""

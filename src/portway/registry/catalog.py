@@ -1,0 +1,100 @@
+"""The catalogue: a TOML file that declares the models a server runs.
+
+default_model = true            # serve the embedded Gemma 3 270M (default)
+
+[[models]]
+user = "me"
+app = "chat"
+model = "qwen3-0.6b"
+backend = "llamacpp"            # or "scripted" (a canned-text model for tests)
+path = "models/qwen3-0.6b.gguf" # relative to this file
+context_length = 4096
+threads = 2
+chat_template = "gemma"         # or Jinja source; default: the GGUF's own
+aliases = ["qwen"]
+visibility = "public"           # or "private": the owner (user) alone
+max_queue = 32
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from portway.registry.refs import SEGMENT
+
+DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
+
+Name = Annotated[str, Field(pattern=f"^{SEGMENT.pattern}$")]
+
+
+class CatalogError(ValueError):
+    """The catalogue file cannot be used; the message says why and where."""
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: Name
+    app: Name
+    model: Name
+    backend: Literal["llamacpp", "scripted"]
+    path: Path | None = None
+    context_length: int | None = Field(default=None, ge=16)
+    threads: int | None = Field(default=None, ge=1)
+    chat_template: str | None = None
+    aliases: tuple[str, ...] = ()
+    visibility: Literal["public", "private"] = "public"
+    max_queue: int = Field(default=32, ge=0)
+    script: tuple[str, ...] = ("Hello", " from", " Portway", ".")
+    created: int | None = None
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_model: bool = True
+    aliases: dict[str, str] = {}
+    models: tuple[ModelSpec, ...] = ()
+
+
+def default_model_spec(threads: int | None = None) -> ModelSpec:
+    return ModelSpec(
+        user=DEFAULT_USER,
+        app=DEFAULT_APP,
+        model=DEFAULT_MODEL,
+        backend="llamacpp",
+        threads=threads,
+        aliases=("gemma-3-270m",),
+    )
+
+
+def load(path: Path | None) -> Catalog:
+    """Read and validate a catalogue file; no file means the default catalogue."""
+    if path is None or not path.exists():
+        return Catalog()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        catalog = Catalog.model_validate(raw)
+    except (tomllib.TOMLDecodeError, ValidationError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+    return _resolve_paths(catalog, path.parent)
+
+
+def specs(catalog: Catalog) -> list[ModelSpec]:
+    """Every model the catalogue serves, the default one first."""
+    found = [default_model_spec()] if catalog.default_model else []
+    return found + list(catalog.models)
+
+
+def _resolve_paths(catalog: Catalog, base: Path) -> Catalog:
+    models = tuple(
+        spec.model_copy(update={"path": base / spec.path})
+        if spec.path is not None and not spec.path.is_absolute()
+        else spec
+        for spec in catalog.models
+    )
+    return catalog.model_copy(update={"models": models})

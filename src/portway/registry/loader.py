@@ -1,0 +1,65 @@
+"""Build the registry from the catalogue: one backend and version per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from portway.backends.base import ChatBackend
+from portway.backends.scripted import ScriptedBackend
+from portway.registry import catalog
+from portway.registry.catalog import Catalog, ModelSpec
+from portway.registry.models import ModelEntry, Registry, version_id
+from portway.registry.refs import ModelRef
+from portway.store import Store
+
+
+def _gguf_path(spec: ModelSpec, data_dir: Path) -> Path:
+    if spec.path is not None:
+        if not spec.path.is_file():
+            raise catalog.CatalogError(
+                f"{spec.user}/{spec.app}/models/{spec.model}: no file {spec.path}"
+            )
+        return spec.path
+    from portway.backends.default_model import ensure_default_gguf
+
+    return ensure_default_gguf(data_dir)
+
+
+def _build(spec: ModelSpec, data_dir: Path) -> tuple[ChatBackend, str]:
+    """The backend for ``spec`` and what identifies its version."""
+    if spec.backend == "scripted":
+        return ScriptedBackend(spec.script), version_id("scripted", spec.script)
+    from portway.backends.default_model import file_sha256
+    from portway.backends.llamacpp import LlamaCppBackend
+
+    path = _gguf_path(spec, data_dir)
+    backend = LlamaCppBackend(
+        path,
+        n_ctx=spec.context_length,
+        n_threads=spec.threads,
+        chat_template=spec.chat_template,
+        max_queue=spec.max_queue,
+    )
+    return backend, version_id(
+        "llamacpp", file_sha256(path), spec.chat_template, spec.context_length
+    )
+
+
+async def build_registry(cat: Catalog, data_dir: Path, store: Store) -> Registry:
+    """Create every catalogue model's backend (not yet started) and record its version."""
+    entries = []
+    for spec in catalog.specs(cat):
+        backend, version = _build(spec, data_dir)
+        ref = ModelRef(spec.user, spec.app, spec.model)
+        created = await store.register_model_version(str(ref), version)
+        entries.append(
+            ModelEntry(
+                ref=ref,
+                version_id=version,
+                backend=backend,
+                visibility=spec.visibility,
+                aliases=spec.aliases,
+                created=spec.created or int(created.timestamp()),
+            )
+        )
+    return Registry(entries, cat.aliases)

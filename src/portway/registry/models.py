@@ -1,0 +1,86 @@
+"""The models a server runs, and resolving a client's ``model`` to one of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from portway.auth.principal import Principal
+from portway.backends.base import ChatBackend
+from portway.errors import ModelNotFound
+from portway.registry import refs
+from portway.registry.refs import ModelRef
+
+Kind = Literal["chat", "embedding", "image"]
+
+
+@dataclass
+class ModelEntry:
+    """One served model version and the backend that runs it."""
+
+    ref: ModelRef
+    version_id: str
+    backend: ChatBackend
+    kind: Kind = "chat"
+    visibility: Literal["public", "private"] = "public"
+    aliases: tuple[str, ...] = ()
+    created: int = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.ref)
+
+    @property
+    def fingerprint(self) -> str:
+        return "fp_" + self.version_id[:10]
+
+    def visible_to(self, principal: Principal) -> bool:
+        return (
+            self.visibility == "public"
+            or principal.user.name == self.ref.user
+            or principal.is_admin
+        )
+
+
+def version_id(*parts: object) -> str:
+    """A stable version id (32 lower-case hex digits) from what defines a version."""
+    text = json.dumps([str(part) for part in parts])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class Registry:
+    def __init__(
+        self, entries: Iterable[ModelEntry], aliases: dict[str, str] | None = None
+    ) -> None:
+        self._entries = {entry.ref: entry for entry in entries}
+        self._aliases: dict[str, ModelRef] = {}
+        for entry in self._entries.values():
+            for alias in entry.aliases:
+                self._aliases[alias] = entry.ref
+        for alias, target in (aliases or {}).items():
+            self._aliases[alias] = refs.parse(target).ref
+
+    def entries(self) -> list[ModelEntry]:
+        return sorted(self._entries.values(), key=lambda entry: entry.ref)
+
+    def visible(self, principal: Principal) -> list[ModelEntry]:
+        return [entry for entry in self.entries() if entry.visible_to(principal)]
+
+    def resolve(self, text: str, principal: Principal) -> ModelEntry:
+        """The entry ``text`` names, if this principal may use it; else 404."""
+        if text in self._aliases:
+            ref, version = self._aliases[text], None
+        elif refs.looks_like_reference(text):
+            parsed = refs.parse(text)
+            ref, version = parsed.ref, parsed.version
+        else:
+            raise ModelNotFound(text)
+        entry = self._entries.get(ref)
+        if entry is None or not entry.visible_to(principal):
+            raise ModelNotFound(text)
+        if version is not None and version != entry.version_id:
+            raise ModelNotFound(text, "names a version that is not served")
+        return entry

@@ -1,0 +1,1 @@
+"""Wire requests to domain requests and back; knows models, not HTTP."""

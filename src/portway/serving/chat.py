@@ -1,0 +1,237 @@
+"""Chat completions: one domain stream per choice, shaped into OpenAI's unary body
+or stream chunks. The unary body is built by collecting the same chunks."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from portway.aio import PrimedStream, aclose, primed
+from portway.backends.base import Delta, GenerationRequest, TokenLogprob
+from portway.errors import InvalidRequest, PortwayError
+from portway.protocol import chat as wire
+from portway.registry.models import ModelEntry, Registry
+from portway.serving import chat_request
+from portway.serving.context import RequestContext
+from portway.serving.usage import Meter, UsageRecorder
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + secrets.token_urlsafe(21).replace("-", "x").replace("_", "y")
+
+
+def wire_logprobs(items: tuple[TokenLogprob, ...]) -> wire.ChoiceLogprobs:
+    return wire.ChoiceLogprobs(
+        content=[
+            wire.ChatCompletionTokenLogprob(
+                token=item.token,
+                logprob=item.logprob,
+                bytes=list(item.bytes),
+                top_logprobs=[
+                    wire.TopLogprob(token=top.token, logprob=top.logprob, bytes=list(top.bytes))
+                    for top in item.top
+                ],
+            )
+            for item in items
+        ]
+    )
+
+
+@dataclass
+class ChatRun:
+    """One accepted chat request: its model, domain request and meter."""
+
+    entry: ModelEntry
+    generation: GenerationRequest
+    choices: int
+    include_usage: bool
+    meter: Meter
+    id: str
+    created: int
+
+    def chunk(
+        self, choices: list[wire.ChunkChoice], usage: wire.CompletionUsage | None = None
+    ) -> dict[str, Any]:
+        body = wire.ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.entry.name,
+            system_fingerprint=self.entry.fingerprint,
+            choices=choices,
+            usage=usage,
+        ).model_dump(mode="json")
+        for choice in body["choices"]:
+            choice["delta"] = {
+                key: value for key, value in choice["delta"].items() if value is not None
+            }
+        if not self.include_usage:
+            del body["usage"]
+        return body
+
+    def usage(self) -> wire.CompletionUsage:
+        prompt, completion = self.meter.prompt_tokens, self.meter.completion_tokens
+        return wire.CompletionUsage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        )
+
+
+class ChatService:
+    def __init__(self, registry: Registry, recorder: UsageRecorder) -> None:
+        self.registry = registry
+        self.recorder = recorder
+
+    def accept(self, ctx: RequestContext, request: wire.ChatCompletionRequest) -> ChatRun:
+        """Resolve the model and check every parameter; nothing runs yet."""
+        entry = self.registry.resolve(request.model, ctx.principal)
+        if entry.kind != "chat":
+            raise InvalidRequest(
+                f"The model '{entry.name}' is a {entry.kind} model; "
+                "it does not serve chat completions.",
+                param="model",
+                code="wrong_model_kind",
+            )
+        capabilities = entry.backend.capabilities
+        chat_request.check_supported(request, capabilities)
+        generation = GenerationRequest(
+            messages=chat_request.to_messages(request, capabilities),
+            sampling=chat_request.to_sampling(request),
+            request_id=ctx.request_id,
+        )
+        meter = ctx.meter(request.user or request.safety_identifier)
+        meter.model, meter.version_id = entry.name, entry.version_id
+        ctx.log_fields["model"] = entry.name
+        return ChatRun(
+            entry=entry,
+            generation=generation,
+            choices=request.n or 1,
+            include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            meter=meter,
+            id=completion_id(),
+            created=int(time.time()),
+        )
+
+    async def stream(self, ctx: RequestContext, run: ChatRun) -> PrimedStream[dict[str, Any]]:
+        """Chunks of ``run``, primed: a prompt the model refuses raises here, and
+        writes no usage; once this returns, the run is metered however it ends."""
+        return await primed(self._chunks(ctx, run))
+
+    async def complete(self, ctx: RequestContext, run: ChatRun) -> dict[str, Any]:
+        """The unary body, built from the same chunks a stream would send."""
+        chunks = await self.stream(ctx, replace(run, include_usage=True))
+        collected = _Collected()
+        try:
+            async for chunk in chunks:
+                collected.add(chunk)
+        finally:
+            await aclose(chunks)
+        choices = [
+            wire.Choice(
+                index=index,
+                message=wire.ChatCompletionMessage(content=collected.text(index)),
+                logprobs=wire.ChoiceLogprobs(content=collected.logprobs.get(index, []))
+                if run.generation.sampling.logprobs
+                else None,
+                finish_reason=collected.finish.get(index, "stop"),
+            )
+            for index in range(run.choices)
+        ]
+        return wire.ChatCompletion(
+            id=run.id,
+            created=run.created,
+            model=run.entry.name,
+            system_fingerprint=run.entry.fingerprint,
+            choices=choices,
+            usage=run.usage(),
+        ).model_dump(mode="json")
+
+    def _generate(self, run: ChatRun, index: int) -> AsyncIterator[Delta]:
+        sampling = run.generation.sampling
+        if sampling.seed is not None and index:
+            sampling = replace(sampling, seed=sampling.seed + index)
+        return run.entry.backend.generate(replace(run.generation, sampling=sampling))
+
+    async def _chunks(self, ctx: RequestContext, run: ChatRun) -> AsyncIterator[dict[str, Any]]:
+        first = self._generate(run, 0)
+        prime = await anext(first)
+        run.meter.prompt_tokens = prime.prompt_tokens or 0
+        status, code = "cancelled", None
+        try:
+            async for chunk in self._choice_chunks(run, 0, first):
+                yield chunk
+            for index in range(1, run.choices):
+                deltas = self._generate(run, index)
+                await anext(deltas)
+                async for chunk in self._choice_chunks(run, index, deltas):
+                    yield chunk
+            if run.include_usage:
+                yield run.chunk([], run.usage())
+            status = "completed"
+        except PortwayError as exc:
+            status, code = "failed", exc.code or exc.type
+            raise
+        except Exception:
+            status, code = "failed", "server_error"
+            raise
+        finally:
+            await aclose(first)
+            self.recorder.record(run.meter.to_record(status, code))
+            ctx.log_fields.update(
+                prompt_tokens=run.meter.prompt_tokens,
+                completion_tokens=run.meter.completion_tokens,
+            )
+
+    async def _choice_chunks(
+        self, run: ChatRun, index: int, deltas: AsyncIterator[Delta]
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            opening = wire.ChunkChoice(
+                index=index, delta=wire.ChunkDelta(role="assistant", content="")
+            )
+            yield run.chunk([opening])
+            async for delta in deltas:
+                run.meter.completion_tokens += delta.tokens
+                if delta.text or delta.logprobs:
+                    yield run.chunk([self._content_choice(index, delta)])
+                if delta.finish_reason:
+                    yield run.chunk(
+                        [
+                            wire.ChunkChoice(
+                                index=index,
+                                delta=wire.ChunkDelta(),
+                                finish_reason=delta.finish_reason,
+                            )
+                        ]
+                    )
+        finally:
+            await aclose(deltas)
+
+    def _content_choice(self, index: int, delta: Delta) -> wire.ChunkChoice:
+        return wire.ChunkChoice(
+            index=index,
+            delta=wire.ChunkDelta(content=delta.text),
+            logprobs=wire_logprobs(delta.logprobs) if delta.logprobs else None,
+        )
+
+
+class _Collected:
+    """Choices assembled from stream chunks."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, list[str]] = {}
+        self.logprobs: dict[int, list[Any]] = {}
+        self.finish: dict[int, str] = {}
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk["choices"]:
+            index = choice["index"]
+            self.texts.setdefault(index, []).append(choice["delta"].get("content") or "")
+            if choice["logprobs"]:
+                self.logprobs.setdefault(index, []).extend(choice["logprobs"]["content"])
+            if choice["finish_reason"]:
+                self.finish[index] = choice["finish_reason"]
+
+    def text(self, index: int) -> str:
+        return "".join(self.texts.get(index, []))

@@ -1,0 +1,45 @@
+"""One typed settings object, built once by the CLI and passed to ``create_app``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("~/.local/share/portway")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: DEFAULT_DATA_DIR.expanduser())
+    config: Path | None = None
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024
+    grace_seconds: float = 30.0
+    usage_flush_seconds: float = 0.5
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.config or self.data_dir / "portway.toml"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'portway.db'}"
+
+    @property
+    def public_base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``PORTWAY_*`` variables, then explicit overrides (None = unset)."""
+        values: dict[str, object] = {}
+        if data_dir := os.environ.get("PORTWAY_DATA_DIR"):
+            values["data_dir"] = Path(data_dir).expanduser()
+        if database_url := os.environ.get("PORTWAY_DATABASE_URL"):
+            values["database_url"] = database_url
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]

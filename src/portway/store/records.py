@@ -1,0 +1,70 @@
+"""Plain, immutable records returned by :class:`portway.store.Store`.
+
+These are the only shapes that leave the storage layer: no SQLAlchemy rows,
+sessions or types escape it. Every ``datetime`` is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+USAGE_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
+"""The values a :attr:`UsageRecord.status` may take."""
+
+ANONYMOUS_USER = "(anonymous)"
+"""The :attr:`UsageSummary.user` label for usage recorded without a user."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A Portway account."""
+
+    id: int
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """An API token's metadata. The secret itself is never stored, only its hash."""
+
+    id: str
+    user: User
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last4: str
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One served (or failed, or cancelled) request, for accounting."""
+
+    request_id: str
+    user_id: int | None
+    token_id: str | None
+    endpoint: str
+    model: str
+    version_id: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    status: str  # one of USAGE_STATUSES
+    error_code: str | None
+    end_user: str | None
+    latency_ms: int
+    started_at: datetime
+    ended_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """Usage totals for one (user, model) pair."""
+
+    user: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int

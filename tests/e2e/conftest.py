@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.e2e.server import Server
+
+GEMMA = "google/gemma/models/gemma-3-270m"
+SCRIPTED = "portway/test/models/scripted"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server for the session: the embedded Gemma model and scripted models."""
+    running = Server(tmp_path_factory.mktemp("portway-data")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def alice_token(server: Server) -> str:
+    return server.token("alice")
+
+
+@pytest.fixture(scope="session")
+def bob_token(server: Server) -> str:
+    return server.token("bob")
+
+
+@pytest.fixture
+def fresh_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
