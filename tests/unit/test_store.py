@@ -40,11 +40,8 @@ from portway.store import (
 )
 from portway.store.db import _alembic_config
 from portway.store.tables import metadata
+from tests.services import require_service
 
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-from services import require_service  # noqa: E402
 
 _SRC_DIR = str(Path(portway.__file__).resolve().parents[1])  # for subprocesses
 

@@ -64,7 +64,7 @@ class Authenticator:
         if cached is not None and now - cached[0] < self._cache_seconds:
             return cached[1]
         info = await self._store.find_token(token_hash)
-        if info is not None and not hmac.compare_digest(getattr(info, "token_hash", token_hash), token_hash):
+        if info is not None and not hmac.compare_digest(info.token_hash, token_hash):
             info = None
         if len(self._cache) > 10_000:
             self._cache.clear()

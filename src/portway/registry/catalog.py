@@ -50,6 +50,7 @@ class ModelSpec(BaseModel):
     visibility: Literal["public", "private"] = "public"
     max_queue: int = Field(default=32, ge=0)
     script: tuple[str, ...] = ("Hello", " from", " Portway", ".")
+    delay: float = Field(default=0.0, ge=0, le=60)
     created: int | None = None
 
 

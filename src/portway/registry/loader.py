@@ -28,7 +28,8 @@ def _gguf_path(spec: ModelSpec, data_dir: Path) -> Path:
 def _build(spec: ModelSpec, data_dir: Path) -> tuple[ChatBackend, str]:
     """The backend for ``spec`` and what identifies its version."""
     if spec.backend == "scripted":
-        return ScriptedBackend(spec.script), version_id("scripted", spec.script)
+        backend = ScriptedBackend(spec.script, delay=spec.delay)
+        return backend, version_id("scripted", spec.script, spec.delay)
     from portway.backends.default_model import file_sha256
     from portway.backends.llamacpp import LlamaCppBackend
 

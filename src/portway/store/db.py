@@ -177,6 +177,7 @@ def _token(row: RowMapping) -> TokenInfo:
         expires_at=row[api_tokens.c.expires_at],
         revoked_at=row[api_tokens.c.revoked_at],
         last4=row[api_tokens.c.last4],
+        token_hash=bytes(row[api_tokens.c.token_hash]),
     )
 
 
@@ -362,6 +363,7 @@ class Store:
             expires_at=None if expires_at is None else expires_at.astimezone(UTC),
             revoked_at=None,
             last4=last4,
+            token_hash=token_hash,
         )
 
     async def find_token(self, token_hash: bytes) -> TokenInfo | None:

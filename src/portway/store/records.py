@@ -6,7 +6,7 @@ sessions or types escape it. Every ``datetime`` is timezone-aware UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 USAGE_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
@@ -37,6 +37,8 @@ class TokenInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last4: str
+    token_hash: bytes = field(default=b"", repr=False)
+    """The stored SHA-256 of the secret, for a constant-time comparison."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+# The two set-up commands: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: serve test lint bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+serve: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/portway serve $(ARGS)
+
+test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	npm ci --prefix examples/node --no-audit --no-fund --silent
+	$(MAKE) lint
+	$(BIN)/pytest -q
+
+lint:
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+bench: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/python bench/run.py

@@ -1,0 +1,119 @@
+"""Start, restart and stop a real server: first-run token, stable versions,
+graceful shutdown that finishes in-flight work and loses no usage, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.ledger import usage_rows
+from tests.e2e.server import TOKEN_LINE, Server
+from tests.services import require_service
+
+SLOW = "portway/test/models/slow"
+CATALOG = """
+default_model = false
+
+[[models]]
+user = "portway"
+app = "test"
+model = "slow"
+backend = "scripted"
+script = ["one", " two", " three", " four", " five", " six", " seven", " eight"]
+delay = 0.25
+"""
+HELLO = [{"role": "user", "content": "count"}]
+POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0)
+
+
+def test_restart_keeps_tokens_versions_and_prints_the_token_once(fresh_dir: Path) -> None:
+    first = Server(fresh_dir, CATALOG).start()
+    try:
+        assert len(TOKEN_LINE.findall(first.log_text())) == 1
+        version = _client(first).models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
+    finally:
+        assert first.stop() == 0
+    second = Server(fresh_dir, CATALOG, admin_token=first.admin_token).start()
+    try:
+        assert len(TOKEN_LINE.findall(second.log_text())) == 1, "the token is printed only once"
+        again = _client(second).models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
+        assert again == version
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_shutdown_finishes_in_flight_stream(fresh_dir: Path, sig: int) -> None:
+    server = Server(fresh_dir, CATALOG).start()
+    started = threading.Event()
+    texts: list[str] = []
+
+    def stream() -> None:
+        chunks = _client(server).chat.completions.create(model=SLOW, messages=HELLO, stream=True)
+        for chunk in chunks:
+            started.set()
+            texts.extend(choice.delta.content or "" for choice in chunk.choices)
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    assert started.wait(30)
+    assert server.process is not None
+    server.process.send_signal(sig)
+    worker.join(60)
+    assert "".join(texts) == "one two three four five six seven eight"
+    assert server.stop() == 0
+    rows = usage_rows(server, "admin")
+    assert [(row.status, row.completion_tokens) for row in rows] == [("completed", 8)]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.base_url + "/health")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A scratch PostgreSQL database for one test, dropped afterwards."""
+    import asyncpg
+
+    name = f"portway_e2e_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        require_service("postgresql", False, repr(exc))
+    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.postgres
+def test_server_on_postgresql(fresh_dir: Path, postgres_url: str) -> None:
+    server = Server(fresh_dir, CATALOG, database_url=postgres_url).start()
+    try:
+        token = server.token("ivy")
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=token, max_retries=0)
+        reply = client.chat.completions.create(model=SLOW, messages=HELLO, max_tokens=2)
+        assert reply.choices[0].finish_reason == "length"
+        assert not (fresh_dir / "portway.db").exists()
+    finally:
+        assert server.stop() == 0
+    rows = usage_rows(server, "ivy")
+    assert [(row.status, row.completion_tokens) for row in rows] == [("completed", 2)]

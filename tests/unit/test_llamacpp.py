@@ -1,0 +1,360 @@
+"""The llama.cpp backend, run on the real embedded Gemma 3 270M GGUF.
+
+The model is the pretrained (not instruction-tuned) 270M: its text is not meant to
+be good, only deterministic where it should be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from portway.backends import default_model
+from portway.backends.base import Delta, GenerationRequest, Message, SamplingParams
+from portway.backends.default_model import ensure_default_gguf, file_sha256
+from portway.backends.llamacpp import (
+    LlamaCppBackend,
+    StopMatcher,
+    Utf8StreamDecoder,
+    llama_seed,
+)
+from portway.backends.templates import GemmaTemplate
+from portway.errors import BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
+
+N_CTX = 512
+PROMPT = (Message(role="user", content="Write a short story about a lighthouse keeper."),)
+
+
+@pytest.fixture(scope="session")
+def gguf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_default_gguf(tmp_path_factory.mktemp("data"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def backend(gguf_path: Path) -> AsyncIterator[LlamaCppBackend]:
+    model = LlamaCppBackend(gguf_path, n_ctx=N_CTX)
+    await model.start()
+    yield model
+    await model.close()
+
+
+def request(*messages: Message, **sampling: Any) -> GenerationRequest:
+    return GenerationRequest(messages=messages or PROMPT, sampling=SamplingParams(**sampling))
+
+
+async def collect(backend: LlamaCppBackend, req: GenerationRequest) -> list[Delta]:
+    return [delta async for delta in backend.generate(req)]
+
+
+def text_of(deltas: list[Delta]) -> str:
+    return "".join(delta.text for delta in deltas)
+
+
+def tokens_of(deltas: list[Delta]) -> int:
+    return sum(delta.tokens for delta in deltas)
+
+
+# --------------------------------------------------------------------------- default model
+
+
+def test_default_gguf_is_assembled_with_a_sidecar_digest(gguf_path: Path) -> None:
+    assert gguf_path.name == "gemma-3-270m-q4_k_m.gguf"
+    assert gguf_path.parent.name == "models"
+    assert gguf_path.with_name(gguf_path.name + ".sha256").is_file()
+    assert not [p for p in gguf_path.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_default_gguf_is_not_rehashed_on_later_starts(
+    gguf_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr(default_model, "_hash_file", no_hashing)
+
+    assert ensure_default_gguf(gguf_path.parent.parent) == gguf_path
+
+
+def test_file_sha256_rehashes_when_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"one")
+    first = file_sha256(path)
+    assert file_sha256(path) == first
+
+    path.write_bytes(b"two")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+    assert file_sha256(path) != first
+    assert file_sha256(path) == "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3"
+
+
+def test_corrupt_default_gguf_is_assembled_again(tmp_path: Path) -> None:
+    target = tmp_path / "models" / "gemma-3-270m-q4_k_m.gguf"
+    target.parent.mkdir()
+    target.write_bytes(b"not a model")
+
+    assert ensure_default_gguf(tmp_path) == target
+    assert target.stat().st_size > 100_000_000
+
+
+def test_missing_package_is_a_clear_backend_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, default_model.PACKAGE, None)
+
+    with pytest.raises(BackendError, match=r"pip install 'portway\[local\]'"):
+        ensure_default_gguf(tmp_path)
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def test_utf8_decoder_holds_back_split_multibyte_sequences() -> None:
+    decoder = Utf8StreamDecoder()
+    pieces = [b"caf", b"\xc3", b"\xa9 ", b"\xe2\x82", b"\xac", b"\xf0\x9f", b"\x98", b"\x80!"]
+
+    emitted = [decoder.feed(piece) for piece in pieces]
+
+    assert emitted == ["caf", "", "é ", "", "€", "", "", "😀!"]
+    assert decoder.flush() == ""
+
+
+def test_utf8_decoder_flushes_an_incomplete_sequence_as_replacement() -> None:
+    decoder = Utf8StreamDecoder()
+
+    assert decoder.feed(b"ok\xe2\x82") == "ok"
+    assert decoder.flush() == "\ufffd"
+
+
+def test_stop_matcher_holds_back_possible_stop_prefixes() -> None:
+    matcher = StopMatcher(["END"])
+
+    assert matcher.feed("abcE") == ("abc", False)
+    assert matcher.feed("N") == ("", False)
+    assert matcher.feed("x") == ("ENx", False)
+    assert matcher.feed("yyEN") == ("yy", False)
+    assert matcher.feed("D and more") == ("", True)
+
+
+def test_stop_matcher_cuts_at_the_earliest_stop() -> None:
+    matcher = StopMatcher(["world", "lo"])
+
+    assert matcher.feed("hello world") == ("hel", True)
+
+
+def test_stop_matcher_flush_releases_held_text() -> None:
+    matcher = StopMatcher(["<end_of_turn>"])
+
+    assert matcher.feed("text <end") == ("text ", False)
+    assert matcher.flush() == "<end"
+
+
+def test_llama_seed_maps_into_llama_cpp_range() -> None:
+    assert llama_seed(1234) == 1234
+    assert llama_seed(0xFFFFFFFF) != 0xFFFFFFFF
+    assert 0 <= llama_seed(-1) < 0xFFFFFFFF
+    assert 0 <= llama_seed(None) < 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------- generation
+
+
+async def test_backend_uses_gemma_template_and_context(backend: LlamaCppBackend) -> None:
+    prompt = GemmaTemplate().render(PROMPT).encode()
+    expected = backend._loaded().tokenize(prompt, add_bos=True, special=True)
+
+    deltas = await collect(backend, request(max_tokens=1, temperature=0))
+
+    assert backend.context_length == N_CTX
+    assert expected[0] == backend._loaded().token_bos()
+    assert expected.count(expected[0]) == 1  # a single BOS
+    assert deltas[0] == Delta(prompt_tokens=len(expected))
+
+
+async def test_generation_yields_prompt_tokens_first_then_text(backend: LlamaCppBackend) -> None:
+    deltas = await collect(backend, request(max_tokens=8, temperature=0))
+
+    first, rest = deltas[0], deltas[1:]
+    assert first.prompt_tokens is not None and first.prompt_tokens > 0
+    assert (first.text, first.tokens) == ("", 0)
+    assert rest and all(delta.prompt_tokens is None for delta in rest)
+    assert text_of(rest).strip()
+    assert all(delta.finish_reason is None for delta in rest[:-1])
+    assert rest[-1].finish_reason is not None
+
+
+async def test_max_tokens_finishes_with_length(backend: LlamaCppBackend) -> None:
+    deltas = await collect(backend, request(max_tokens=5, temperature=0))
+
+    assert deltas[-1].finish_reason == "length"
+    assert tokens_of(deltas) == 5
+
+
+async def test_temperature_zero_is_deterministic(backend: LlamaCppBackend) -> None:
+    first = await collect(backend, request(max_tokens=12, temperature=0))
+    second = await collect(backend, request(max_tokens=12, temperature=0, seed=99))
+
+    assert text_of(first) == text_of(second)
+
+
+async def test_same_seed_gives_same_text(backend: LlamaCppBackend) -> None:
+    sampled = request(max_tokens=16, temperature=1.0, seed=1234)
+
+    first = await collect(backend, sampled)
+    await collect(backend, request(max_tokens=4, temperature=1.0, seed=7))  # other state between
+    second = await collect(backend, sampled)
+
+    assert text_of(first) == text_of(second)
+    assert tokens_of(first) == tokens_of(second) == 16
+
+
+async def test_stop_string_is_cut_from_the_output(backend: LlamaCppBackend) -> None:
+    free = text_of(await collect(backend, request(max_tokens=16, temperature=0)))
+    stop = free[6:9]
+    assert stop.strip(), f"no usable stop string in {free!r}"
+
+    deltas = await collect(backend, request(max_tokens=16, temperature=0, stop=(stop,)))
+
+    assert text_of(deltas) == free[: free.index(stop)]
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_logprobs_with_top_alternatives(backend: LlamaCppBackend) -> None:
+    deltas = await collect(
+        backend, request(max_tokens=4, temperature=0, logprobs=True, top_logprobs=3)
+    )
+
+    logprobs = [lp for delta in deltas for lp in delta.logprobs]
+    assert len(logprobs) == tokens_of(deltas) == 4
+    assert "".join(lp.token for lp in logprobs) == text_of(deltas)
+    for lp in logprobs:
+        assert len(lp.top) == 3
+        values = [alt.logprob for alt in lp.top]
+        assert values == sorted(values, reverse=True)
+        assert all(value <= 0 for value in values)
+        assert (lp.token, lp.logprob) == (lp.top[0].token, lp.top[0].logprob)  # greedy
+        assert bytes(lp.bytes) == lp.token.encode()
+
+
+async def test_no_logprobs_unless_asked(backend: LlamaCppBackend) -> None:
+    deltas = await collect(backend, request(max_tokens=3, temperature=0))
+
+    assert all(delta.logprobs == () for delta in deltas)
+
+
+async def test_logit_bias_changes_the_first_token(backend: LlamaCppBackend) -> None:
+    greedy = await collect(backend, request(max_tokens=1, temperature=0, logprobs=True))
+    first = greedy[-1].logprobs[0].token
+    [first_id] = backend.tokenize(first)
+
+    biased = await collect(
+        backend, request(max_tokens=1, temperature=0, logprobs=True, logit_bias={first_id: -100})
+    )
+
+    assert biased[-1].logprobs[0].token != first
+
+
+async def test_end_of_turn_token_stops_generation(backend: LlamaCppBackend) -> None:
+    [end_of_turn] = backend._single_token_ids(["<end_of_turn>"])
+
+    deltas = await collect(
+        backend, request(max_tokens=5, temperature=0, logit_bias={end_of_turn: 100})
+    )
+
+    assert text_of(deltas) == ""
+    assert deltas[-1].finish_reason == "stop"
+    assert tokens_of(deltas) == 1
+
+
+async def test_frequency_penalty_changes_repetitive_text(backend: LlamaCppBackend) -> None:
+    plain = await collect(backend, request(max_tokens=24, temperature=0))
+    penalised = await collect(backend, request(max_tokens=24, temperature=0, frequency_penalty=2))
+
+    assert text_of(plain) != text_of(penalised)
+
+
+async def test_invalid_logit_bias_token_is_rejected(backend: LlamaCppBackend) -> None:
+    with pytest.raises(InvalidRequest, match="logit_bias"):
+        await collect(backend, request(max_tokens=1, logit_bias={10**9: 1.0}))
+
+
+async def test_context_overflow_raises_before_anything_is_yielded(
+    backend: LlamaCppBackend,
+) -> None:
+    long = Message(role="user", content="lighthouse " * N_CTX)
+    stream = backend.generate(request(long))
+
+    with pytest.raises(ContextLengthExceeded):
+        await anext(stream)
+
+
+async def test_prompt_plus_max_tokens_overflow_raises(backend: LlamaCppBackend) -> None:
+    stream = backend.generate(request(max_tokens=N_CTX))
+
+    with pytest.raises(ContextLengthExceeded, match=f"maximum context length is {N_CTX}"):
+        await anext(stream)
+
+
+async def test_closing_the_stream_frees_the_backend_promptly(backend: LlamaCppBackend) -> None:
+    stream = backend.generate(request(temperature=0))  # up to the whole context
+    received = 0
+    async for delta in stream:
+        received += delta.tokens
+        if received >= 2:
+            break
+    await stream.aclose()
+
+    started = time.monotonic()
+    deltas = await asyncio.wait_for(collect(backend, request(max_tokens=3, temperature=0)), 30)
+
+    assert time.monotonic() - started < 5
+    assert tokens_of(deltas) == 3
+
+
+async def test_cancelling_the_consumer_frees_the_backend(backend: LlamaCppBackend) -> None:
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for delta in backend.generate(request(temperature=0)):
+            if delta.tokens:
+                started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    begun = time.monotonic()
+    deltas = await asyncio.wait_for(collect(backend, request(max_tokens=2, temperature=0)), 30)
+
+    assert time.monotonic() - begun < 5
+    assert tokens_of(deltas) == 2
+
+
+async def test_queue_overflow_raises_overloaded(gguf_path: Path) -> None:
+    model = LlamaCppBackend(gguf_path, max_queue=1, model_name="gemma-test")
+    await model.start()
+    try:
+        assert model.context_length == 8192  # min(trained 32768, 8192)
+        running = model.generate(request(max_tokens=3, temperature=0))
+        await anext(running)  # holds the model
+        queued = asyncio.create_task(collect(model, request(max_tokens=2, temperature=0)))
+        await asyncio.sleep(0.05)  # let it start waiting
+
+        with pytest.raises(Overloaded, match="gemma-test"):
+            await anext(model.generate(request(max_tokens=1)))
+
+        await running.aclose()
+        assert tokens_of(await asyncio.wait_for(queued, 30)) == 2
+    finally:
+        await model.close()

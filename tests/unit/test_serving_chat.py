@@ -1,0 +1,157 @@
+"""The serving layer on scripted backends: wire shapes, metering, cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from portway.aio import aclose
+from portway.auth.principal import Principal
+from portway.backends.base import ChatBackend, Delta, GenerationRequest
+from portway.backends.scripted import ScriptedBackend
+from portway.errors import BackendError, ContextLengthExceeded, UnsupportedParameter
+from portway.protocol.chat import ChatCompletionRequest
+from portway.registry.models import ModelEntry, Registry
+from portway.registry.refs import ModelRef
+from portway.serving.chat import ChatService
+from portway.serving.context import RequestContext
+from portway.store import UsageRecord, User
+
+MODEL = "acme/chat/models/bot"
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.rows: list[UsageRecord] = []
+
+    def record(self, record: UsageRecord) -> None:
+        self.rows.append(record)
+
+
+class Failing(ChatBackend):
+    """Two tokens, then a failure."""
+
+    def count_tokens(self, text: str) -> int:
+        return 1
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        yield Delta(prompt_tokens=3)
+        yield Delta(text="a", tokens=1)
+        yield Delta(text="b", tokens=1)
+        raise BackendError("the model fell over")
+
+
+def _service(backend: ChatBackend) -> tuple[ChatService, Ledger]:
+    entry = ModelEntry(ModelRef("acme", "chat", "bot"), "0" * 32, backend)
+    ledger = Ledger()
+    return ChatService(Registry([entry]), ledger), ledger  # type: ignore[arg-type]
+
+
+def _ctx() -> RequestContext:
+    user = User(id=1, name="acme", is_admin=False, created_at=datetime.now(UTC))
+    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "chat.completions")
+
+
+def _request(**fields: Any) -> ChatCompletionRequest:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi there"}], **fields}
+    return ChatCompletionRequest.model_validate(body)
+
+
+async def test_unary_body_and_usage_row() -> None:
+    service, ledger = _service(ScriptedBackend(["Hel", "lo"]))
+    ctx = _ctx()
+    body = await service.complete(ctx, service.accept(ctx, _request(user="u-1")))
+    assert body["choices"][0]["message"] == {
+        "role": "assistant", "content": "Hello", "refusal": None, "annotations": [],
+    }
+    assert body["usage"]["completion_tokens"] == 2
+    assert [(row.status, row.completion_tokens, row.end_user) for row in ledger.rows] == [
+        ("completed", 2, "u-1")
+    ]
+
+
+async def test_stream_chunks_and_usage_chunk() -> None:
+    service, _ = _service(ScriptedBackend(["a", "b", "c"]))
+    ctx = _ctx()
+    run = service.accept(ctx, _request(stream=True, stream_options={"include_usage": True}, n=2))
+    chunks = [chunk async for chunk in await service.stream(ctx, run)]
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks if chunk["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert "".join(d.get("content", "") for d in deltas) == "abcabc"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+    assert all(chunk["usage"] is None for chunk in chunks[:-1])
+
+
+async def test_max_tokens_gives_length() -> None:
+    service, _ = _service(ScriptedBackend(["a", "b", "c"]))
+    ctx = _ctx()
+    body = await service.complete(ctx, service.accept(ctx, _request(max_completion_tokens=2)))
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["choices"][0]["message"]["content"] == "ab"
+
+
+async def test_closing_a_stream_records_a_cancelled_row() -> None:
+    service, ledger = _service(ScriptedBackend(["a", "b", "c", "d"]))
+    ctx = _ctx()
+    stream = await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    taken = [await anext(stream), await anext(stream)]
+    assert taken[1]["choices"][0]["delta"] == {"content": "a"}
+    await aclose(stream)
+    assert [(row.status, row.completion_tokens) for row in ledger.rows] == [("cancelled", 1)]
+
+
+async def test_closing_an_unread_stream_still_records() -> None:
+    service, ledger = _service(ScriptedBackend(["a"]))
+    ctx = _ctx()
+    stream = await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    await aclose(stream)
+    assert [row.status for row in ledger.rows] == ["cancelled"]
+
+
+async def test_failure_mid_stream_records_partial_usage() -> None:
+    service, ledger = _service(Failing())
+    ctx = _ctx()
+    stream = await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    with pytest.raises(BackendError):
+        async for _ in stream:
+            pass
+    assert [(row.status, row.completion_tokens, row.prompt_tokens) for row in ledger.rows] == [
+        ("failed", 2, 3)
+    ]
+
+
+async def test_refused_prompt_writes_nothing() -> None:
+    service, ledger = _service(ScriptedBackend(["a"], context_length=2))
+    ctx = _ctx()
+    with pytest.raises(ContextLengthExceeded):
+        await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    assert ledger.rows == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"store": True}, "store"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"stream": True, "stream_options": {"include_obfuscation": True}},
+         "stream_options.include_obfuscation"),
+    ],
+)
+def test_unsupported_parameters_are_named(fields: dict[str, Any], param: str) -> None:
+    service, _ = _service(ScriptedBackend(["a"]))
+    with pytest.raises(UnsupportedParameter) as caught:
+        service.accept(_ctx(), _request(**fields))
+    assert caught.value.param == param
+
+
+def test_accepted_no_op_values() -> None:
+    service, _ = _service(ScriptedBackend(["a"]))
+    run = service.accept(
+        _ctx(), _request(response_format={"type": "text"}, store=False, service_tier="auto")
+    )
+    assert run.choices == 1
