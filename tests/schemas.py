@@ -15,6 +15,18 @@ import pytest
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
 
 
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` (which the file still uses) as JSON Schema."""
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _nullable(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") is True:
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
 @functools.cache
 def _registry() -> Any:
     import yaml
@@ -22,7 +34,7 @@ def _registry() -> Any:
     from referencing.jsonschema import DRAFT202012
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = yaml.load(SPEC.read_text(), Loader=loader)
+    spec = _nullable(yaml.load(SPEC.read_text(), Loader=loader))
     resource = Resource.from_contents(spec, default_specification=DRAFT202012)
     return Registry().with_resource("urn:openai", resource)
 

@@ -35,7 +35,7 @@ def test_every_bad_token_gets_the_same_401(server: Server) -> None:
     unknown = tokens.generate()
     cases = {
         "missing": None,
-        "empty": "Bearer ",
+        "empty": "Bearer",
         "wrong scheme": f"Basic {unknown}",
         "malformed": "Bearer not-a-token",
         "bad checksum": f"Bearer {_flip_last(unknown)}",

@@ -49,7 +49,7 @@ CASES: list[tuple[str, Any, int, str | None]] = [
     ("path trick", {"model": "../../etc/models/passwd", "messages": HELLO}, 400, "model"),
     ("encoded path trick", {"model": "google/%2e%2e/models/x", "messages": HELLO}, 400, "model"),
     ("unknown model", {"model": "nobody/none/models/nothing", "messages": HELLO}, 404, "model"),
-    ("wrong case", {"model": GEMMA.upper(), "messages": HELLO}, 404, "model"),
+    ("wrong case", {"model": GEMMA.replace("gemma-3", "Gemma-3"), "messages": HELLO}, 404, "model"),
     ("bad logit_bias key", {"model": SCRIPTED, "messages": HELLO, "logit_bias": {"x": 1}}, 400,
      "logit_bias"),
 ]

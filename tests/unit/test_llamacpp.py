@@ -180,13 +180,35 @@ async def test_backend_uses_gemma_template_and_context(backend: LlamaCppBackend)
     assert deltas[0] == Delta(prompt_tokens=len(expected))
 
 
+async def test_jinja_override_writing_bos_gets_no_second_bos(
+    backend: LlamaCppBackend, gguf_path: Path
+) -> None:
+    source = (
+        "{{ bos_token }}{% for m in messages %}"
+        "<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n"
+        "{% endfor %}{{ '<start_of_turn>model\\n' }}"
+    )
+    overridden = LlamaCppBackend(gguf_path, n_ctx=N_CTX, chat_template=source)
+    await overridden.start()
+    try:
+        with_override = await collect(overridden, request(max_tokens=2, temperature=0))
+    finally:
+        await overridden.close()
+    builtin = await collect(backend, request(max_tokens=2, temperature=0))
+
+    assert with_override[0].prompt_tokens == builtin[0].prompt_tokens
+    assert text_of(with_override) == text_of(builtin)
+
+
 async def test_generation_yields_prompt_tokens_first_then_text(backend: LlamaCppBackend) -> None:
     deltas = await collect(backend, request(max_tokens=8, temperature=0))
 
     first, rest = deltas[0], deltas[1:]
-    assert first.prompt_tokens is not None and first.prompt_tokens > 0
+    assert first.prompt_tokens is not None
+    assert first.prompt_tokens > 0
     assert (first.text, first.tokens) == ("", 0)
-    assert rest and all(delta.prompt_tokens is None for delta in rest)
+    assert rest
+    assert all(delta.prompt_tokens is None for delta in rest)
     assert text_of(rest).strip()
     assert all(delta.finish_reason is None for delta in rest[:-1])
     assert rest[-1].finish_reason is not None

@@ -106,9 +106,7 @@ def test_gemma_keeps_unparsable_tool_arguments_as_text() -> None:
 
     prompt = GemmaTemplate().render([user("x"), assistant("Calling.", call)])
 
-    assert (
-        'Calling.\n{"tool_calls": [{"id": "c", "name": "f", "arguments": "not json"}]}' in prompt
-    )
+    assert 'Calling.\n{"tool_calls": [{"id": "c", "name": "f", "arguments": "not json"}]}' in prompt
 
 
 def test_gemma_stop_strings() -> None:
@@ -154,7 +152,9 @@ def test_jinja_stop_strings_include_turn_end_and_eos() -> None:
 def test_jinja_passes_special_tokens_and_trims_blocks() -> None:
     template = JinjaTemplate(ALTERNATING_JINJA, "<s>", "</s>")
 
-    assert template.render([user("Hi"), assistant("Yo")]) == "<s>\n[user] Hi</s>\n[assistant] Yo</s>\n"
+    assert (
+        template.render([user("Hi"), assistant("Yo")]) == "<s>\n[user] Hi</s>\n[assistant] Yo</s>\n"
+    )
 
 
 def test_jinja_raise_exception_is_invalid_request_with_its_message() -> None:

@@ -65,8 +65,14 @@ def file_sha256(path: Path) -> str:
     if cached is not None and (cached.size, cached.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
         return cached.sha256
     digest = _hash_file(path)
-    _write_sidecar(path, _Digest(stat.st_size, stat.st_mtime_ns, digest))
+    if _unchanged_since(path, stat):
+        _write_sidecar(path, _Digest(stat.st_size, stat.st_mtime_ns, digest))
     return digest
+
+
+def _unchanged_since(path: Path, before: os.stat_result) -> bool:
+    after = path.stat()
+    return (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
 def _import_package() -> ModuleType:

@@ -5,9 +5,17 @@ llama.cpp loop runs on a dedicated worker thread and hands ``Delta``s back to th
 event loop through an ``asyncio.Queue``.
 
 Sampling is llama-cpp-python's own (``Llama.generate``, whose sampler chain is
-logit bias → penalties → top-p → temperature → seeded draw, or greedy at
-temperature 0). Prompts that share a prefix with the previous one reuse its KV
-cache (``Llama.generate`` does that).
+logit bias → presence/frequency penalties → top-p → temperature → seeded draw, or
+greedy at temperature 0; as in llama.cpp, top-p is applied before temperature).
+The seed is set per request with ``Llama.set_seed`` before the chain is built, so
+the same seed and request give the same tokens; no seed draws a random one.
+Prompts that share a prefix with the previous one reuse its KV cache
+(``Llama.generate`` does that). Once started, the prompt's evaluation cannot be
+interrupted; cancellation is checked before every generated token.
+
+Token counts include every sampled token: an end-of-turn token counts (it has no
+text and no logprob), and so do the tokens of a stop string (they keep their
+logprobs) although their text is not emitted.
 
 Logprobs do not need ``logits_all=True`` (which would hold a context-sized copy of
 the logits; with Gemma's 262k vocabulary that is gigabytes): when a token is
@@ -24,7 +32,7 @@ import ctypes
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +204,7 @@ def _logit_bias_processor(bias: Mapping[int, float]) -> Any:
 
 def _top_ids(logprobs: Any, count: int) -> list[int]:
     """Ids of the ``count`` most likely tokens, most likely first (ties: lower id)."""
+    count = min(count, len(logprobs))
     if count <= 0:
         return []
     candidates = np.argpartition(-logprobs, count - 1)[:count]
@@ -429,7 +438,7 @@ class LlamaCppBackend(ChatBackend):
 
     # ------------------------------------------------------------------ generate
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Streams one completion; see ``Delta`` for the order of what it yields.
 
         Raises before the first delta: ``ContextLengthExceeded``, ``InvalidRequest``
@@ -518,11 +527,17 @@ class LlamaCppBackend(ChatBackend):
             job.emit(exc)
 
     def _generate_blocking(self, job: _Job) -> None:
+        if job.cancel.is_set():
+            return
         if job.budget <= 0:
             job.emit(Delta(finish_reason="length"))
             return
         llama = self._loaded()
         llama.set_seed(llama_seed(job.sampling.seed))
+        # llama-cpp-python's prompt-prefix reuse gives wrong logits after a prompt that
+        # was wholly cached (seen on Gemma 3's sliding-window cache): same seed, other
+        # text. Evaluate every prompt from the start; the 0.3.36 reuse is not trusted.
+        llama.n_tokens = 0
         tokens = llama.generate(
             job.prompt,
             **_sampler_settings(job.sampling),

@@ -1,0 +1,121 @@
+"""Shared bits of the benchmark: statistics, the machine, llama.cpp load settings."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import platform
+import socket
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+# --------------------------------------------------------------------------- statistics
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- machine
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpu: str
+    cores: int
+    ram_gib: float
+    python: str
+    llama_cpp_python: str
+    portway: str
+    date: str
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("CPU", self.cpu),
+            ("Cores (logical)", str(self.cores)),
+            ("RAM", f"{self.ram_gib:.1f} GiB"),
+            ("Python", self.python),
+            ("llama-cpp-python", self.llama_cpp_python),
+            ("Portway", self.portway),
+            ("Date", self.date),
+        ]
+
+
+def _proc_value(path: str, key: str) -> str:
+    with contextlib.suppress(OSError), open(path, encoding="ascii", errors="replace") as lines:
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    return ""
+
+
+def machine() -> Machine:
+    mem_kib = _proc_value("/proc/meminfo", "MemTotal").split()
+    return Machine(
+        cpu=_proc_value("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        cores=os.cpu_count() or 1,
+        ram_gib=int(mem_kib[0]) / 1024**2 if mem_kib else math.nan,
+        python=platform.python_version(),
+        llama_cpp_python=metadata.version("llama-cpp-python"),
+        portway=metadata.version("portway"),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+# --------------------------------------------------------------------------- llama.cpp
+
+
+def cpu_advertises_amx() -> bool:
+    """As Portway: AMX kernels crash on VMs that advertise AMX without enabling it."""
+    flags = _proc_value("/proc/cpuinfo", "flags").split()
+    return "amx_tile" in flags
+
+
+@contextlib.contextmanager
+def llama_load_settings(*, extra_buffer_types: bool) -> Iterator[None]:
+    """Loads ``llama_cpp.Llama`` with llama.cpp's ``use_extra_bufts`` as given.
+
+    The same adjustment Portway makes (see ``portway.backends.llamacpp``): with it
+    off, llama.cpp neither repacks weights nor uses AMX, so every contender runs the
+    same kernels.
+    """
+    if extra_buffer_types:
+        yield
+        return
+    import llama_cpp
+
+    low_level: Any = llama_cpp.llama_cpp
+    original = low_level.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low_level.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = original
