@@ -22,7 +22,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0)
+    return openai.OpenAI(
+        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
+    )
 
 
 @pytest.fixture(scope="session")

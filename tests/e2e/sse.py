@@ -33,13 +33,15 @@ def chunks(events: list[str]) -> list[dict[str, Any]]:
 def check_grammar(parsed: list[dict[str, Any]], *, choices: int, include_usage: bool) -> None:
     """OpenAI's stream grammar, as the issue states it."""
     ids = {chunk["id"] for chunk in parsed}
-    assert len(ids) == 1 and ids.pop().startswith("chatcmpl-")
+    assert len(ids) == 1
+    assert ids.pop().startswith("chatcmpl-")
     body = parsed[:-1] if include_usage else parsed
     for chunk in parsed:
         assert chunk["object"] == "chat.completion.chunk"
         assert ("usage" in chunk) == include_usage
     if include_usage:
-        assert parsed[-1]["choices"] == [] and parsed[-1]["usage"]["total_tokens"] > 0
+        assert parsed[-1]["choices"] == []
+        assert parsed[-1]["usage"]["total_tokens"] > 0
         assert all(chunk["usage"] is None for chunk in body)
     for index in range(choices):
         mine = [c["choices"][0] for c in body if c["choices"] and c["choices"][0]["index"] == index]

@@ -26,32 +26,71 @@ def _post(server: Server, body: Any, *, raw: bytes | None = None) -> httpx.Respo
 CASES: list[tuple[str, Any, int, str | None]] = [
     ("wrong type", {"model": SCRIPTED, "messages": "hi"}, 400, "messages"),
     ("empty messages", {"model": SCRIPTED, "messages": []}, 400, "messages"),
-    ("unknown role", {"model": SCRIPTED, "messages": [{"role": "wizard", "content": "x"}]}, 400,
-     "messages[0].role"),
-    ("content type", {"model": SCRIPTED, "messages": [{"role": "user", "content": 5}]}, 400,
-     "messages[0].content"),
+    (
+        "unknown role",
+        {"model": SCRIPTED, "messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        "messages[0].role",
+    ),
+    (
+        "content type",
+        {"model": SCRIPTED, "messages": [{"role": "user", "content": 5}]},
+        400,
+        "messages[0].content",
+    ),
     ("temperature", {"model": SCRIPTED, "messages": HELLO, "temperature": 3}, 400, "temperature"),
     ("n zero", {"model": SCRIPTED, "messages": HELLO, "n": 0}, 400, "n"),
     ("n hundred", {"model": SCRIPTED, "messages": HELLO, "n": 100}, 400, "n"),
-    ("negative max_tokens", {"model": SCRIPTED, "messages": HELLO, "max_tokens": -1}, 400,
-     "max_tokens"),
+    (
+        "negative max_tokens",
+        {"model": SCRIPTED, "messages": HELLO, "max_tokens": -1},
+        400,
+        "max_tokens",
+    ),
     ("five stops", {"model": SCRIPTED, "messages": HELLO, "stop": list("abcde")}, 400, None),
-    ("top_logprobs range", {"model": SCRIPTED, "messages": HELLO, "logprobs": True,
-                            "top_logprobs": 21}, 400, "top_logprobs"),
+    (
+        "top_logprobs range",
+        {"model": SCRIPTED, "messages": HELLO, "logprobs": True, "top_logprobs": 21},
+        400,
+        "top_logprobs",
+    ),
     ("unknown field", {"model": SCRIPTED, "messages": HELLO, "colour": "red"}, 400, "colour"),
     ("tools not yet", {"model": SCRIPTED, "messages": HELLO, "tools": []}, 400, "tools"),
-    ("image part", {"model": GEMMA, "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]}, 400,
-     "messages[0].content[0]"),
-    ("orphan tool result", {"model": SCRIPTED, "messages": [
-        {"role": "tool", "content": "42", "tool_call_id": "call_x"}]}, 400,
-     "messages[0].tool_call_id"),
+    (
+        "image part",
+        {
+            "model": GEMMA,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
+                    ],
+                }
+            ],
+        },
+        400,
+        "messages[0].content[0]",
+    ),
+    (
+        "orphan tool result",
+        {
+            "model": SCRIPTED,
+            "messages": [{"role": "tool", "content": "42", "tool_call_id": "call_x"}],
+        },
+        400,
+        "messages[0].tool_call_id",
+    ),
     ("path trick", {"model": "../../etc/models/passwd", "messages": HELLO}, 400, "model"),
     ("encoded path trick", {"model": "google/%2e%2e/models/x", "messages": HELLO}, 400, "model"),
     ("unknown model", {"model": "nobody/none/models/nothing", "messages": HELLO}, 404, "model"),
     ("wrong case", {"model": GEMMA.replace("gemma-3", "Gemma-3"), "messages": HELLO}, 404, "model"),
-    ("bad logit_bias key", {"model": SCRIPTED, "messages": HELLO, "logit_bias": {"x": 1}}, 400,
-     "logit_bias"),
+    (
+        "bad logit_bias key",
+        {"model": SCRIPTED, "messages": HELLO, "logit_bias": {"x": 1}},
+        400,
+        "logit_bias",
+    ),
 ]
 
 
@@ -95,9 +134,11 @@ def test_prompt_longer_than_context(client: openai.OpenAI) -> None:
 def test_unknown_route_and_method(server: Server) -> None:
     headers = {"Authorization": f"Bearer {server.admin_token}"}
     missing = httpx.get(server.base_url + "/v1/nothing-here", headers=headers)
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
     wrong = httpx.delete(server.base_url + "/v1/chat/completions", headers=headers)
-    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "invalid_request_error"
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_refused_requests_write_no_usage(server: Server) -> None:

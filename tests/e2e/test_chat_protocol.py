@@ -67,7 +67,8 @@ def test_unary_gemma(client: openai.OpenAI) -> None:
     choice = reply.choices[0]
     assert reply.model == GEMMA
     assert choice.finish_reason in ("stop", "length")
-    assert reply.usage is not None and reply.usage.prompt_tokens > 5
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens > 5
     assert 0 < reply.usage.completion_tokens <= 16
     validate(reply.model_dump(mode="json", exclude_unset=True), "CreateChatCompletionResponse")
 
@@ -97,15 +98,15 @@ def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
         model=GEMMA, messages=HELLO, max_tokens=50, max_completion_tokens=3
     )
     assert reply.choices[0].finish_reason == "length"
-    assert reply.usage is not None and reply.usage.completion_tokens == 3
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 3
 
 
 def test_n_choices(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(
-        model=GEMMA, messages=HELLO, n=2, max_tokens=6, seed=5
-    )
+    reply = client.chat.completions.create(model=GEMMA, messages=HELLO, n=2, max_tokens=6, seed=5)
     assert [choice.index for choice in reply.choices] == [0, 1]
-    assert reply.usage is not None and reply.usage.completion_tokens <= 12
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens <= 12
 
 
 def test_stop_sequence_is_cut(client: openai.OpenAI) -> None:
@@ -126,7 +127,8 @@ def test_logprobs(client: openai.OpenAI) -> None:
         model=GEMMA, messages=HELLO, max_tokens=5, logprobs=True, top_logprobs=3, temperature=0
     )
     logprobs = reply.choices[0].logprobs
-    assert logprobs is not None and logprobs.content is not None
+    assert logprobs is not None
+    assert logprobs.content is not None
     assert len(logprobs.content) == 5
     for item in logprobs.content:
         assert item.logprob <= 0
@@ -155,7 +157,8 @@ def test_model_reference_forms(client: openai.OpenAI, server: Server, reference:
 
 def test_versioned_reference(client: openai.OpenAI, server: Server) -> None:
     version = client.models.retrieve(GEMMA).model_extra["version"]  # type: ignore[index]
-    assert len(version) == 32 and all(char in "0123456789abcdef" for char in version)
+    assert len(version) == 32
+    assert all(char in "0123456789abcdef" for char in version)
     pinned = f"{server.base_url}/{GEMMA}/versions/{version}"
     assert client.chat.completions.create(model=pinned, messages=HELLO, max_tokens=2).model == GEMMA
     with pytest.raises(openai.NotFoundError):
@@ -175,7 +178,10 @@ def test_clarifai_base_path(server: Server) -> None:
 def test_models_list(client: openai.OpenAI) -> None:
     listed = client.models.list()
     ids = [model.id for model in listed.data]
-    assert GEMMA in ids and SCRIPTED in ids
+    assert GEMMA in ids
+    assert SCRIPTED in ids
     for model in listed.data:
-        assert model.object == "model" and model.created > 0 and model.owned_by
+        assert model.object == "model"
+        assert model.created > 0
+        assert model.owned_by
     validate(listed.model_dump(mode="json", exclude_unset=True), "ListModelsResponse")

@@ -36,7 +36,9 @@ POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@12
 
 
 def _client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0)
+    return openai.OpenAI(
+        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
+    )
 
 
 def test_restart_keeps_tokens_versions_and_prints_the_token_once(fresh_dir: Path) -> None:

@@ -65,7 +65,10 @@ async def test_unary_body_and_usage_row() -> None:
     ctx = _ctx()
     body = await service.complete(ctx, service.accept(ctx, _request(user="u-1")))
     assert body["choices"][0]["message"] == {
-        "role": "assistant", "content": "Hello", "refusal": None, "annotations": [],
+        "role": "assistant",
+        "content": "Hello",
+        "refusal": None,
+        "annotations": [],
     }
     assert body["usage"]["completion_tokens"] == 2
     assert [(row.status, row.completion_tokens, row.end_user) for row in ledger.rows] == [
@@ -81,7 +84,8 @@ async def test_stream_chunks_and_usage_chunk() -> None:
     deltas = [chunk["choices"][0]["delta"] for chunk in chunks if chunk["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
     assert "".join(d.get("content", "") for d in deltas) == "abcabc"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
     assert all(chunk["usage"] is None for chunk in chunks[:-1])
 
 
@@ -138,8 +142,10 @@ async def test_refused_prompt_writes_nothing() -> None:
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"store": True}, "store"),
         ({"modalities": ["text", "audio"]}, "modalities"),
-        ({"stream": True, "stream_options": {"include_obfuscation": True}},
-         "stream_options.include_obfuscation"),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": True}},
+            "stream_options.include_obfuscation",
+        ),
     ],
 )
 def test_unsupported_parameters_are_named(fields: dict[str, Any], param: str) -> None:

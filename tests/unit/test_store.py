@@ -42,7 +42,6 @@ from portway.store.db import _alembic_config
 from portway.store.tables import metadata
 from tests.services import require_service
 
-
 _SRC_DIR = str(Path(portway.__file__).resolve().parents[1])  # for subprocesses
 
 POSTGRES_URL = os.environ.get(

@@ -4,7 +4,7 @@ serving layer without a model's cost."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from portway.backends.base import ChatBackend, Delta, GenerationRequest
 from portway.errors import ContextLengthExceeded
@@ -26,7 +26,7 @@ class ScriptedBackend(ChatBackend):
     def _prompt_tokens(self, request: GenerationRequest) -> int:
         return sum(self.count_tokens(message.content) + 3 for message in request.messages)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         prompt_tokens = self._prompt_tokens(request)
         budget = request.sampling.max_tokens or self.context_length - prompt_tokens
         if prompt_tokens + (request.sampling.max_tokens or 0) > self.context_length:

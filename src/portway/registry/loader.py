@@ -28,8 +28,8 @@ def _gguf_path(spec: ModelSpec, data_dir: Path) -> Path:
 def _build(spec: ModelSpec, data_dir: Path) -> tuple[ChatBackend, str]:
     """The backend for ``spec`` and what identifies its version."""
     if spec.backend == "scripted":
-        backend = ScriptedBackend(spec.script, delay=spec.delay)
-        return backend, version_id("scripted", spec.script, spec.delay)
+        scripted = ScriptedBackend(spec.script, delay=spec.delay)
+        return scripted, version_id("scripted", spec.script, spec.delay)
     from portway.backends.default_model import file_sha256
     from portway.backends.llamacpp import LlamaCppBackend
 
@@ -40,6 +40,7 @@ def _build(spec: ModelSpec, data_dir: Path) -> tuple[ChatBackend, str]:
         n_threads=spec.threads,
         chat_template=spec.chat_template,
         max_queue=spec.max_queue,
+        model_name=f"{spec.user}/{spec.app}/models/{spec.model}",
     )
     return backend, version_id(
         "llamacpp", file_sha256(path), spec.chat_template, spec.context_length

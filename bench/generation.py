@@ -1,0 +1,292 @@
+"""Part (a): streamed generation through Portway, llama-cpp-python in-process, and
+llama-cpp-python's server, on the same GGUF with the same llama.cpp settings.
+
+Every contender gets the same prompt, seed and sampling (temperature, top-p, no
+top-k / min-p / typical-p / repeat penalty, as Portway maps OpenAI's parameters)
+and exactly ``tokens`` tokens: ``max_tokens`` plus a -100 ``logit_bias`` on every
+end-of-generation token. With identical settings the sampled text is identical
+too, which the report checks as evidence that the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from common import cpu_advertises_amx, llama_load_settings, median
+
+PROMPT = (
+    "Request {index}. Write a long, detailed story about a lighthouse keeper who finds "
+    "a message in a bottle. Describe the sea, the weather and the keeper's thoughts."
+)
+
+
+def prompt(index: int) -> str:
+    """A prompt that differs per run early on, so no run reuses the last one's KV cache."""
+    return PROMPT.format(index=index)
+
+
+def gemma_chat_prompt(user: str) -> str:
+    """Gemma's chat format for one user turn (BOS is added by the tokenizer)."""
+    return f"<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    model: Path
+    threads: int
+    n_ctx: int
+    tokens: int
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 1234
+    end_tokens: tuple[int, ...] = ()
+
+    @property
+    def logit_bias(self) -> dict[int, float]:
+        return dict.fromkeys(self.end_tokens, -100.0)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One streamed completion, timed on the client side."""
+
+    ttft: float
+    """Seconds from sending the request to the first non-empty text."""
+    decode_rate: float
+    """Tokens per second from the first token's text to the last one's."""
+    tokens: int
+    prompt_tokens: int | None
+    finish_reason: str | None
+    text: str
+
+
+def timed_sample(
+    start: float,
+    stamps: Sequence[float],
+    pieces: Iterable[str],
+    *,
+    tokens: int,
+    prompt_tokens: int | None,
+    finish_reason: str | None,
+) -> Sample:
+    if len(stamps) < 2:
+        raise RuntimeError("the stream produced fewer than two pieces of text")
+    return Sample(
+        ttft=stamps[0] - start,
+        decode_rate=(tokens - 1) / (stamps[-1] - stamps[0]),
+        tokens=tokens,
+        prompt_tokens=prompt_tokens,
+        finish_reason=finish_reason,
+        text="".join(pieces),
+    )
+
+
+class Contender(Protocol):
+    name: str
+
+    def generate(self, index: int) -> Sample: ...
+
+
+# --------------------------------------------------------------------------- direct
+
+
+def load_llama(settings: GenerationSettings) -> Any:
+    """``llama_cpp.Llama`` loaded exactly as Portway's backend loads it."""
+    import llama_cpp
+
+    with llama_load_settings(extra_buffer_types=not cpu_advertises_amx()):
+        return llama_cpp.Llama(
+            str(settings.model),
+            n_ctx=settings.n_ctx,
+            n_threads=settings.threads,
+            verbose=False,
+            logits_all=False,
+            last_n_tokens_size=settings.n_ctx,
+        )
+
+
+def end_of_generation_tokens(llama: Any) -> tuple[int, ...]:
+    """Every token llama.cpp treats as end of generation, plus ``<end_of_turn>``."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    eog = {i for i in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)}
+    eog.update(llama.tokenize(b"<end_of_turn>", add_bos=False, special=True))
+    return tuple(sorted(int(token) for token in eog))
+
+
+@dataclass
+class DirectLlama:
+    """``Llama.create_completion(stream=True)`` in this process: no server at all."""
+
+    settings: GenerationSettings
+    llama: Any
+    name: str = "llama-cpp-python (in-process)"
+
+    def generate(self, index: int) -> Sample:
+        s = self.settings
+        text_prompt = gemma_chat_prompt(prompt(index))
+        prompt_tokens = len(self.llama.tokenize(text_prompt.encode(), special=True))
+        stamps: list[float] = []
+        pieces: list[str] = []
+        finish = None
+        start = time.perf_counter()
+        for chunk in self.llama.create_completion(
+            text_prompt,
+            max_tokens=s.tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=0,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=1.0,
+            seed=s.seed + index,
+            logit_bias=s.logit_bias,
+            stream=True,
+        ):
+            choice = chunk["choices"][0]
+            if choice["text"]:
+                stamps.append(time.perf_counter())
+                pieces.append(choice["text"])
+            finish = choice["finish_reason"] or finish
+        return timed_sample(
+            start,
+            stamps,
+            pieces,
+            tokens=s.tokens,
+            prompt_tokens=prompt_tokens,
+            finish_reason=finish,
+        )
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+@dataclass
+class OpenAIStream:
+    """A server driven by the ``openai`` client with ``stream=True``.
+
+    ``usage``: ask for the usage chunk (``stream_options.include_usage``) and take
+    the token counts from it; otherwise the completion is taken to be ``tokens``
+    long when it finished by length.
+    """
+
+    name: str
+    settings: GenerationSettings
+    base_url: str
+    api_key: str
+    model: str
+    usage: bool = False
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    client: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from openai import OpenAI
+
+        self.client = OpenAI(
+            base_url=self.base_url + "/v1", api_key=self.api_key, max_retries=0, timeout=600
+        )
+
+    def _request(self, index: int) -> dict[str, Any]:
+        s = self.settings
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt(index)}],
+            "stream": True,
+            "max_tokens": s.tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed + index,
+            "logit_bias": {str(token): -100 for token in s.end_tokens},
+        }
+        if self.usage:
+            request["stream_options"] = {"include_usage": True}
+        if self.extra_body:
+            request["extra_body"] = self.extra_body
+        return request
+
+    def generate(self, index: int) -> Sample:
+        request = self._request(index)
+        stamps: list[float] = []
+        pieces: list[str] = []
+        finish = None
+        tokens, prompt_tokens = self.settings.tokens, None
+        start = time.perf_counter()
+        for chunk in self.client.chat.completions.create(**request):
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    stamps.append(time.perf_counter())
+                    pieces.append(choice.delta.content)
+                finish = choice.finish_reason or finish
+            if chunk.usage is not None:
+                tokens, prompt_tokens = chunk.usage.completion_tokens, chunk.usage.prompt_tokens
+        return timed_sample(
+            start,
+            stamps,
+            pieces,
+            tokens=tokens,
+            prompt_tokens=prompt_tokens,
+            finish_reason=finish,
+        )
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class GenerationResult:
+    settings: GenerationSettings
+    samples: dict[str, list[Sample]]
+    reference: str
+    """Name of the contender the others are compared to (the in-process one)."""
+
+    def median_rate(self, name: str) -> float:
+        return median([s.decode_rate for s in self.samples[name]])
+
+    def median_ttft(self, name: str) -> float:
+        return median([s.ttft for s in self.samples[name]])
+
+    def rate_ratio(self, name: str) -> float:
+        return self.median_rate(name) / self.median_rate(self.reference)
+
+    def added_ttft_ms(self, name: str) -> float:
+        return (self.median_ttft(name) - self.median_ttft(self.reference)) * 1000
+
+    def same_text(self, name: str) -> int:
+        """How many runs produced exactly the reference's text."""
+        pairs = zip(self.samples[name], self.samples[self.reference], strict=True)
+        return sum(a.text == b.text for a, b in pairs)
+
+    def problems(self) -> list[str]:
+        """Runs that did not generate exactly the requested tokens."""
+        found = []
+        for name, samples in self.samples.items():
+            for run, sample in enumerate(samples):
+                if sample.finish_reason != "length" or sample.tokens != self.settings.tokens:
+                    found.append(
+                        f"{name} run {run}: {sample.tokens} tokens, "
+                        f"finish_reason={sample.finish_reason}"
+                    )
+        return found
+
+
+def run_interleaved(
+    contenders: Sequence[Contender], runs: int, *, log: Any = print
+) -> dict[str, list[Sample]]:
+    """One warm-up each, then ``runs`` rounds of one completion per contender in turn."""
+    for contender in contenders:
+        contender.generate(-1)
+    samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
+    for run in range(runs):
+        for contender in contenders:
+            sample = contender.generate(run)
+            samples[contender.name].append(sample)
+            log(
+                f"  run {run + 1}/{runs} {contender.name}: {sample.decode_rate:.1f} tok/s, "
+                f"TTFT {sample.ttft * 1000:.0f} ms"
+            )
+    return samples
