@@ -160,19 +160,23 @@ async def load(
 async def check_reply(front: Front) -> None:
     """One unary request: the reply must be the script."""
     async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.post(front.url, json=front.body(stream=False), headers=front.headers)
+        response = await client.post(
+            front.url, json=front.body(stream=False), headers=front.headers
+        )
     response.raise_for_status()
     content = response.json()["choices"][0]["message"]["content"]
     if content != "".join(SCRIPT):
         raise RuntimeError(f"{front.name} replied {content!r}, not the script")
 
 
-async def measure(
-    front: Front, *, concurrency: int, stream: bool, limits: Limits
-) -> LoadResult:
+async def measure(front: Front, *, concurrency: int, stream: bool, limits: Limits) -> LoadResult:
     """A warm-up at the same concurrency, then the measured load."""
     await load(
-        front, concurrency=concurrency, stream=stream, requests=limits.warmup, seconds=limits.seconds
+        front,
+        concurrency=concurrency,
+        stream=stream,
+        requests=limits.warmup,
+        seconds=limits.seconds,
     )
     return await load(
         front,

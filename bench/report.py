@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from common import Machine
 from generation import GenerationResult
-from overhead import LoadResult, Limits
+from overhead import Limits, LoadResult
 
 RATIO_GOAL = 0.95
 
@@ -40,9 +40,9 @@ def generation_table(result: GenerationResult) -> str:
             [
                 name,
                 _num(result.median_rate(name)),
-                f"{_num(min(rates))}–{_num(max(rates))}",
+                f"{_num(min(rates))} - {_num(max(rates))}",
                 _num(result.median_ttft(name) * 1000),
-                f"{_num(min(ttfts))}–{_num(max(ttfts))}",
+                f"{_num(min(ttfts))} - {_num(max(ttfts))}",
                 "1 (reference)" if is_reference else _num(result.rate_ratio(name), 3),
                 "0 (reference)" if is_reference else f"{result.added_ttft_ms(name):+.1f}",
                 "—" if is_reference else f"{result.same_text(name)}/{len(samples)}",
@@ -101,7 +101,17 @@ def overhead_table(results: Sequence[LoadResult]) -> str:
         ]
         for r in results
     ]
-    header = ["Mode", "Concurrency", "Front", "Requests", "Errors", "s", "req/s", "p50 ms", "p99 ms"]
+    header = [
+        "Mode",
+        "Concurrency",
+        "Front",
+        "Requests",
+        "Errors",
+        "s",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+    ]
     return table(header, rows)
 
 

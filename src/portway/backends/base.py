@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -91,17 +91,27 @@ class Capabilities:
     seed: bool = True
 
 
-class ChatBackend(abc.ABC):
-    """Runs one chat model. ``generate`` is the only way to use it."""
+Kind = Literal["chat", "embedding", "image"]
 
-    capabilities: Capabilities = Capabilities()
-    context_length: int = 0
+
+class ModelBackend(abc.ABC):
+    """What every backend has: a kind, and a lifetime around the server's."""
+
+    kind: ClassVar[Kind]
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load the model. Called once before the first request."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model. Called once at shutdown."""
+
+
+class ChatBackend(ModelBackend):
+    """Runs one chat model. ``generate`` is the only way to use it."""
+
+    kind: ClassVar[Kind] = "chat"
+    capabilities: Capabilities = Capabilities()
+    context_length: int = 0
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:

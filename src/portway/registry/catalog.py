@@ -35,23 +35,44 @@ class CatalogError(ValueError):
     """The catalogue file cannot be used; the message says why and where."""
 
 
-class ModelSpec(BaseModel):
+class BaseSpec(BaseModel):
+    """What every catalogue entry has; each backend adds its own fields."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     user: Name
     app: Name
     model: Name
-    backend: Literal["llamacpp", "scripted"]
+    aliases: tuple[str, ...] = ()
+    visibility: Literal["public", "private"] = "public"
+    created: int | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.user}/{self.app}/models/{self.model}"
+
+
+class LlamaCppSpec(BaseSpec):
+    """A GGUF model run on the CPU by llama.cpp."""
+
+    backend: Literal["llamacpp"]
     path: Path | None = None
     context_length: int | None = Field(default=None, ge=16)
     threads: int | None = Field(default=None, ge=1)
     chat_template: str | None = None
-    aliases: tuple[str, ...] = ()
-    visibility: Literal["public", "private"] = "public"
     max_queue: int = Field(default=32, ge=0)
+
+
+class ScriptedSpec(BaseSpec):
+    """A model that replies with ``script``, one piece per token, ``delay`` apart."""
+
+    backend: Literal["scripted"]
     script: tuple[str, ...] = ("Hello", " from", " Portway", ".")
     delay: float = Field(default=0.0, ge=0, le=60)
-    created: int | None = None
+
+
+# A new backend adds its spec class here and its builder in registry/loader.py.
+ModelSpec = Annotated[LlamaCppSpec | ScriptedSpec, Field(discriminator="backend")]
 
 
 class Catalog(BaseModel):
@@ -62,8 +83,8 @@ class Catalog(BaseModel):
     models: tuple[ModelSpec, ...] = ()
 
 
-def default_model_spec(threads: int | None = None) -> ModelSpec:
-    return ModelSpec(
+def default_model_spec(threads: int | None = None) -> LlamaCppSpec:
+    return LlamaCppSpec(
         user=DEFAULT_USER,
         app=DEFAULT_APP,
         model=DEFAULT_MODEL,
@@ -92,10 +113,11 @@ def specs(catalog: Catalog) -> list[ModelSpec]:
 
 
 def _resolve_paths(catalog: Catalog, base: Path) -> Catalog:
-    models = tuple(
-        spec.model_copy(update={"path": base / spec.path})
-        if spec.path is not None and not spec.path.is_absolute()
-        else spec
-        for spec in catalog.models
-    )
-    return catalog.model_copy(update={"models": models})
+    """Relative ``path`` fields are relative to the catalogue file."""
+    models = []
+    for spec in catalog.models:
+        path = getattr(spec, "path", None)
+        if isinstance(path, Path) and not path.is_absolute():
+            spec = spec.model_copy(update={"path": base / path})
+        models.append(spec)
+    return catalog.model_copy(update={"models": tuple(models)})

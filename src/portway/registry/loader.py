@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from portway.backends.base import ChatBackend
+from portway.backends.base import ModelBackend
 from portway.backends.scripted import ScriptedBackend
 from portway.registry import catalog
-from portway.registry.catalog import Catalog, ModelSpec
+from portway.registry.catalog import Catalog, LlamaCppSpec, ScriptedSpec
 from portway.registry.models import ModelEntry, Registry, version_id
 from portway.registry.refs import ModelRef
 from portway.store import Store
 
+Built = tuple[ModelBackend, str]
+"""A backend, not yet started, and the id of the version it serves."""
 
-def _gguf_path(spec: ModelSpec, data_dir: Path) -> Path:
+
+def _gguf_path(spec: LlamaCppSpec, data_dir: Path) -> Path:
     if spec.path is not None:
         if not spec.path.is_file():
-            raise catalog.CatalogError(
-                f"{spec.user}/{spec.app}/models/{spec.model}: no file {spec.path}"
-            )
+            raise catalog.CatalogError(f"{spec.reference}: no file {spec.path}")
         return spec.path
     from portway.backends.default_model import ensure_default_gguf
 
     return ensure_default_gguf(data_dir)
 
 
-def _build(spec: ModelSpec, data_dir: Path) -> tuple[ChatBackend, str]:
-    """The backend for ``spec`` and what identifies its version."""
-    if spec.backend == "scripted":
-        scripted = ScriptedBackend(spec.script, delay=spec.delay)
-        return scripted, version_id("scripted", spec.script, spec.delay)
+def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
     from portway.backends.default_model import file_sha256
     from portway.backends.llamacpp import LlamaCppBackend
 
@@ -40,18 +39,28 @@ def _build(spec: ModelSpec, data_dir: Path) -> tuple[ChatBackend, str]:
         n_threads=spec.threads,
         chat_template=spec.chat_template,
         max_queue=spec.max_queue,
-        model_name=f"{spec.user}/{spec.app}/models/{spec.model}",
+        model_name=spec.reference,
     )
-    return backend, version_id(
-        "llamacpp", file_sha256(path), spec.chat_template, spec.context_length
-    )
+    version = version_id("llamacpp", file_sha256(path), spec.chat_template, spec.context_length)
+    return backend, version
+
+
+def build_scripted(spec: ScriptedSpec, data_dir: Path) -> Built:
+    backend = ScriptedBackend(spec.script, delay=spec.delay)
+    return backend, version_id("scripted", spec.script, spec.delay)
+
+
+BUILDERS: dict[str, Callable[[Any, Path], Built]] = {
+    "llamacpp": build_llamacpp,
+    "scripted": build_scripted,
+}
 
 
 async def build_registry(cat: Catalog, data_dir: Path, store: Store) -> Registry:
     """Create every catalogue model's backend (not yet started) and record its version."""
     entries = []
     for spec in catalog.specs(cat):
-        backend, version = _build(spec, data_dir)
+        backend, version = BUILDERS[spec.backend](spec, data_dir)
         ref = ModelRef(spec.user, spec.app, spec.model)
         created = await store.register_model_version(str(ref), version)
         entries.append(

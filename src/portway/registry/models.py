@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from portway.auth.principal import Principal
-from portway.backends.base import ChatBackend
-from portway.errors import ModelNotFound
+from portway.backends.base import ChatBackend, Kind, ModelBackend
+from portway.errors import InvalidRequest, ModelNotFound
 from portway.registry import refs
 from portway.registry.refs import ModelRef
-
-Kind = Literal["chat", "embedding", "image"]
 
 
 @dataclass
@@ -23,8 +21,7 @@ class ModelEntry:
 
     ref: ModelRef
     version_id: str
-    backend: ChatBackend
-    kind: Kind = "chat"
+    backend: ModelBackend
     visibility: Literal["public", "private"] = "public"
     aliases: tuple[str, ...] = ()
     created: int = 0
@@ -32,6 +29,29 @@ class ModelEntry:
     @property
     def name(self) -> str:
         return str(self.ref)
+
+    @property
+    def kind(self) -> Kind:
+        return self.backend.kind
+
+    def wrong_kind(self, wanted: str) -> InvalidRequest:
+        """The error for a request to this model on an endpoint of another kind."""
+        served = {
+            "chat": "/chat/completions",
+            "embedding": "/embeddings",
+            "image": "/images/generations",
+        }
+        return InvalidRequest(
+            f"The model '{self.name}' is a {self.kind} model: it serves {served[self.kind]}, "
+            f"not {wanted}.",
+            param="model",
+            code="wrong_model_kind",
+        )
+
+    def chat_backend(self) -> ChatBackend:
+        if not isinstance(self.backend, ChatBackend):
+            raise self.wrong_kind("/chat/completions")
+        return self.backend
 
     @property
     def fingerprint(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from portway.aio import PrimedStream, aclose, primed
 from portway.backends.base import Delta, GenerationRequest, TokenLogprob
-from portway.errors import InvalidRequest, PortwayError
+from portway.errors import PortwayError
 from portway.protocol import chat as wire
 from portway.registry.models import ModelEntry, Registry
 from portway.serving import chat_request
@@ -86,14 +86,7 @@ class ChatService:
     def accept(self, ctx: RequestContext, request: wire.ChatCompletionRequest) -> ChatRun:
         """Resolve the model and check every parameter; nothing runs yet."""
         entry = self.registry.resolve(request.model, ctx.principal)
-        if entry.kind != "chat":
-            raise InvalidRequest(
-                f"The model '{entry.name}' is a {entry.kind} model; "
-                "it does not serve chat completions.",
-                param="model",
-                code="wrong_model_kind",
-            )
-        capabilities = entry.backend.capabilities
+        capabilities = entry.chat_backend().capabilities
         chat_request.check_supported(request, capabilities)
         generation = GenerationRequest(
             messages=chat_request.to_messages(request, capabilities),
@@ -151,7 +144,7 @@ class ChatService:
         sampling = run.generation.sampling
         if sampling.seed is not None and index:
             sampling = replace(sampling, seed=sampling.seed + index)
-        return run.entry.backend.generate(replace(run.generation, sampling=sampling))
+        return run.entry.chat_backend().generate(replace(run.generation, sampling=sampling))
 
     async def _chunks(self, ctx: RequestContext, run: ChatRun) -> AsyncIterator[dict[str, Any]]:
         first = self._generate(run, 0)
