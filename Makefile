@@ -15,7 +15,7 @@ serve: $(BIN)/python
 	$(BIN)/portway serve $(ARGS)
 
 test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/pip install --quiet -e '.[local,embeddings,images,test]'
 	npm ci --prefix examples/node --no-audit --no-fund --silent
 	$(MAKE) lint
 	$(BIN)/pytest -q

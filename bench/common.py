@@ -9,6 +9,7 @@ import os
 import platform
 import socket
 import statistics
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -119,3 +120,69 @@ def llama_load_settings(*, extra_buffer_types: bool) -> Iterator[None]:
         yield
     finally:
         low_level.llama_model_default_params = original
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_ticks() -> int:
+    """CPU ticks the whole machine spent busy (steal included) since boot."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+@dataclass
+class CpuWatch:
+    """Measures the CPU that processes other than ``pids`` used over an interval.
+
+    ``foreign_cores`` is their average load in CPUs (0.5 = half a core busy
+    throughout): other engineers' tests, or steal by the hypervisor.
+    """
+
+    pids: Sequence[int]
+    _busy: int = 0
+    _own: float = 0.0
+    _started: float = 0.0
+
+    def _own_seconds(self) -> float:
+        return sum(process_cpu_seconds(pid) for pid in self.pids)
+
+    def start(self) -> CpuWatch:
+        self._busy, self._own = _busy_ticks(), self._own_seconds()
+        self._started = time.perf_counter()
+        return self
+
+    def foreign_cores(self) -> float:
+        busy = (_busy_ticks() - self._busy) / _TICKS_PER_SECOND
+        own = self._own_seconds() - self._own
+        elapsed = time.perf_counter() - self._started
+        return max(0.0, busy - own) / elapsed if elapsed > 0 else 0.0
+
+
+def wait_for_quiet(
+    pids: Sequence[int], *, threshold: float, limit: float, window: float = 1.0
+) -> float:
+    """Waits (at most ``limit`` seconds) for a ``window`` during which processes other
+    than ``pids`` use under ``threshold`` CPUs; returns the last window's load."""
+    deadline = time.monotonic() + limit
+    while True:
+        watch = CpuWatch(pids).start()
+        time.sleep(window)
+        load = watch.foreign_cores()
+        if load < threshold or time.monotonic() >= deadline:
+            return load

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from common import cpu_advertises_amx, llama_load_settings, median
+from common import CpuWatch, cpu_advertises_amx, llama_load_settings, median, wait_for_quiet
 
 PROMPT = (
     "Request {index}. Write a long, detailed story about a lighthouse keeper who finds "
@@ -237,12 +237,83 @@ class OpenAIStream:
 # --------------------------------------------------------------------------- runs
 
 
+MAX_FOREIGN_CORES = 0.15
+"""A round during which other processes used more CPU than this is run again."""
+QUIET_WAIT = 60.0
+"""Seconds to wait, before each round, for other processes to go quiet."""
+
+
+@dataclass
+class Rounds:
+    """The kept runs of every contender, and the machine's other load meanwhile."""
+
+    samples: dict[str, list[Sample]]
+    foreign: list[float] = field(default_factory=list)
+    """Other processes' load (CPUs) during each kept round."""
+    repeated: list[float] = field(default_factory=list)
+    """Their load during rounds that were thrown away and run again."""
+
+
+def _round(contenders: Sequence[Contender], index: int, log: Any) -> list[Sample]:
+    samples = []
+    for contender in contenders:
+        sample = contender.generate(index)
+        samples.append(sample)
+        log(
+            f"  run {index + 1} {contender.name}: {sample.decode_rate:.1f} tok/s, "
+            f"TTFT {sample.ttft * 1000:.0f} ms"
+        )
+    return samples
+
+
+def run_interleaved(
+    contenders: Sequence[Contender],
+    runs: int,
+    pids: Sequence[int],
+    *,
+    budget: float,
+    log: Any = print,
+) -> Rounds:
+    """One warm-up each, then ``runs`` rounds of one completion per contender in turn.
+
+    On a shared machine other processes' load slows llama.cpp down a lot (its
+    threads spin at barriers), so each round waits for the machine to go quiet
+    first, and a round during which processes other than ``pids`` used over
+    ``MAX_FOREIGN_CORES`` is run again with the same prompt and seed, at most
+    ``runs`` times and while less than ``budget`` seconds have passed.
+    """
+    for contender in contenders:
+        contender.generate(-1)
+    rounds = Rounds({c.name: [] for c in contenders})
+    deadline = time.monotonic() + budget
+    index = 0
+    while index < runs:
+        wait_for_quiet(pids, threshold=MAX_FOREIGN_CORES / 2, limit=QUIET_WAIT)
+        watch = CpuWatch(pids).start()
+        samples = _round(contenders, index, log)
+        foreign = watch.foreign_cores()
+        may_repeat = len(rounds.repeated) < runs and time.monotonic() < deadline
+        if foreign > MAX_FOREIGN_CORES and may_repeat:
+            log(f"  run {index + 1}: other processes used {foreign:.2f} CPUs; running it again")
+            rounds.repeated.append(foreign)
+            continue
+        rounds.foreign.append(foreign)
+        for contender, sample in zip(contenders, samples, strict=True):
+            rounds.samples[contender.name].append(sample)
+        index += 1
+    return rounds
+
+
 @dataclass
 class GenerationResult:
     settings: GenerationSettings
-    samples: dict[str, list[Sample]]
+    rounds: Rounds
     reference: str
     """Name of the contender the others are compared to (the in-process one)."""
+
+    @property
+    def samples(self) -> dict[str, list[Sample]]:
+        return self.rounds.samples
 
     def median_rate(self, name: str) -> float:
         return median([s.decode_rate for s in self.samples[name]])
@@ -252,6 +323,11 @@ class GenerationResult:
 
     def rate_ratio(self, name: str) -> float:
         return self.median_rate(name) / self.median_rate(self.reference)
+
+    def paired_rate_ratio(self, name: str) -> float:
+        """The median over rounds of the rate ratio within each round."""
+        pairs = zip(self.samples[name], self.samples[self.reference], strict=True)
+        return median([a.decode_rate / b.decode_rate for a, b in pairs])
 
     def added_ttft_ms(self, name: str) -> float:
         return (self.median_ttft(name) - self.median_ttft(self.reference)) * 1000
@@ -268,25 +344,7 @@ class GenerationResult:
             for run, sample in enumerate(samples):
                 if sample.finish_reason != "length" or sample.tokens != self.settings.tokens:
                     found.append(
-                        f"{name} run {run}: {sample.tokens} tokens, "
+                        f"{name} run {run + 1}: {sample.tokens} tokens, "
                         f"finish_reason={sample.finish_reason}"
                     )
         return found
-
-
-def run_interleaved(
-    contenders: Sequence[Contender], runs: int, *, log: Any = print
-) -> dict[str, list[Sample]]:
-    """One warm-up each, then ``runs`` rounds of one completion per contender in turn."""
-    for contender in contenders:
-        contender.generate(-1)
-    samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
-    for run in range(runs):
-        for contender in contenders:
-            sample = contender.generate(run)
-            samples[contender.name].append(sample)
-            log(
-                f"  run {run + 1}/{runs} {contender.name}: {sample.decode_rate:.1f} tok/s, "
-                f"TTFT {sample.ttft * 1000:.0f} ms"
-            )
-    return samples

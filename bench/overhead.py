@@ -2,9 +2,10 @@
 
 Portway serves a scripted model (canned pieces, no delay), so what is measured is
 HTTP, auth, validation, routing, chunk building, usage recording and logging.
-The load generator is ``httpx.AsyncClient`` with HTTP keep-alive (one connection
-per concurrent worker); each worker sends its next request when the last one is
-answered. Unary latency is to the full body; streamed latency to the last byte.
+The load generator is ``httpx.AsyncClient`` with HTTP keep-alive: one client and
+connection per concurrent worker, opened and warmed up before measuring; each
+worker sends its next request when the last one is answered. Unary latency is to
+the full body; streamed latency to the last byte.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import httpx
-from common import percentile
+from common import CpuWatch, percentile, process_cpu_seconds
 
 SCRIPT = [
     "The",
@@ -66,6 +67,7 @@ class Front:
     base_url: str
     token: str
     model: str
+    pid: int
 
     @property
     def url(self) -> str:
@@ -88,6 +90,10 @@ class LoadResult:
     latencies: list[float]
     errors: int
     seconds: float
+    server_cpu: float
+    """CPU seconds the server process used meanwhile."""
+    foreign_cores: float
+    """Load from processes that are neither the servers nor this one (CPUs)."""
 
     @property
     def requests(self) -> int:
@@ -96,6 +102,11 @@ class LoadResult:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def server_cpu_ms(self) -> float:
+        """Server CPU per request (milliseconds)."""
+        return self.server_cpu / max(1, self.requests + self.errors) * 1000
 
     @property
     def p50_ms(self) -> float:
@@ -128,33 +139,45 @@ async def _streamed(client: httpx.AsyncClient, front: Front, body: dict[str, obj
     return response.status_code == 200 and tail.endswith(b"data: [DONE]\n\n")
 
 
-async def load(
-    front: Front, *, concurrency: int, stream: bool, requests: int, seconds: float
-) -> LoadResult:
-    """``concurrency`` workers send requests back to back until the limits are hit."""
+def _client() -> httpx.AsyncClient:
+    """One keep-alive connection: each worker has its own client, so no worker waits
+    on a pool shared with the others (httpx's pool slows down as it grows)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(limits=limits, timeout=60)
+
+
+@dataclass
+class _Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+async def _work(
+    clients: Sequence[httpx.AsyncClient],
+    front: Front,
+    *,
+    stream: bool,
+    requests: int,
+    seconds: float,
+) -> tuple[_Tally, float]:
+    """Each client sends requests back to back until the limits are hit."""
     send = _streamed if stream else _unary
     body = front.body(stream=stream)
     issued = itertools.count()
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        started = time.perf_counter()
-        deadline = started + seconds
+    tally = _Tally()
+    started = time.perf_counter()
+    deadline = started + seconds
 
-        async def worker() -> None:
-            nonlocal errors
-            while next(issued) < requests and time.perf_counter() < deadline:
-                sent = time.perf_counter()
-                if await send(client, front, body):
-                    latencies.append(time.perf_counter() - sent)
-                else:
-                    errors += 1
+    async def worker(client: httpx.AsyncClient) -> None:
+        while next(issued) < requests and time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            if await send(client, front, body):
+                tally.latencies.append(time.perf_counter() - sent)
+            else:
+                tally.errors += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    mode = "stream" if stream else "unary"
-    return LoadResult(front.name, mode, concurrency, latencies, errors, elapsed)
+    await asyncio.gather(*(worker(client) for client in clients))
+    return tally, time.perf_counter() - started
 
 
 async def check_reply(front: Front) -> None:
@@ -169,21 +192,31 @@ async def check_reply(front: Front) -> None:
         raise RuntimeError(f"{front.name} replied {content!r}, not the script")
 
 
-async def measure(front: Front, *, concurrency: int, stream: bool, limits: Limits) -> LoadResult:
-    """A warm-up at the same concurrency, then the measured load."""
-    await load(
-        front,
+async def measure(
+    front: Front, *, concurrency: int, stream: bool, limits: Limits, pids: Sequence[int] = ()
+) -> LoadResult:
+    """``concurrency`` workers, each on its own keep-alive connection: a warm-up, then
+    the measured load. ``pids``: the benchmark's other processes (not foreign load)."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(_client()) for _ in range(concurrency)]
+        warmup = max(limits.warmup, 4 * concurrency)
+        await _work(clients, front, stream=stream, requests=warmup, seconds=limits.seconds)
+        watch = CpuWatch([os.getpid(), front.pid, *pids]).start()
+        server_cpu = process_cpu_seconds(front.pid)
+        tally, elapsed = await _work(
+            clients, front, stream=stream, requests=limits.requests, seconds=limits.seconds
+        )
+        server_cpu = process_cpu_seconds(front.pid) - server_cpu
+        foreign = watch.foreign_cores()
+    return LoadResult(
+        front=front.name,
+        mode="stream" if stream else "unary",
         concurrency=concurrency,
-        stream=stream,
-        requests=limits.warmup,
-        seconds=limits.seconds,
-    )
-    return await load(
-        front,
-        concurrency=concurrency,
-        stream=stream,
-        requests=limits.requests,
-        seconds=limits.seconds,
+        latencies=tally.latencies,
+        errors=tally.errors,
+        seconds=elapsed,
+        server_cpu=server_cpu,
+        foreign_cores=foreign,
     )
 
 

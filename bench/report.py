@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from common import Machine
+from common import Machine, median
 from generation import GenerationResult
 from overhead import Limits, LoadResult
 
@@ -78,9 +79,22 @@ def generation_verdict(result: GenerationResult, portway: str) -> str:
     ratio = result.rate_ratio(portway)
     met = "meets" if ratio >= RATIO_GOAL else "misses"
     return (
-        f"Portway / in-process decode rate: **{ratio:.3f}** ({met} the {RATIO_GOAL} goal); "
+        f"Portway / in-process decode rate: **{ratio:.3f}** ({met} the {RATIO_GOAL} goal; "
+        f"median of the per-round ratios {result.paired_rate_ratio(portway):.3f}); "
         f"added time to first token: **{result.added_ttft_ms(portway):+.1f} ms**."
     )
+
+
+def generation_noise(result: GenerationResult) -> str:
+    rounds = result.rounds
+    text = (
+        "Other processes' load during the kept rounds: median "
+        f"{_num(median(rounds.foreign), 2)}, max {_num(max(rounds.foreign), 2)} CPUs"
+    )
+    if rounds.repeated:
+        loads = ", ".join(f"{load:.2f}" for load in rounds.repeated)
+        text += f"; {len(rounds.repeated)} round(s) run again (other load {loads} CPUs)"
+    return text + "."
 
 
 # --------------------------------------------------------------------------- (b)
@@ -98,6 +112,8 @@ def overhead_table(results: Sequence[LoadResult]) -> str:
             _num(r.rps, 0),
             _num(r.p50_ms, 2),
             _num(r.p99_ms, 2),
+            _num(r.server_cpu_ms, 3),
+            _num(r.foreign_cores, 2),
         ]
         for r in results
     ]
@@ -111,6 +127,8 @@ def overhead_table(results: Sequence[LoadResult]) -> str:
         "req/s",
         "p50 ms",
         "p99 ms",
+        "server CPU ms/req",
+        "other load (CPUs)",
     ]
     return table(header, rows)
 
@@ -122,7 +140,9 @@ def overhead_settings(limits: Limits, pinning: str) -> str:
         "each sending its next request as soon as the last is answered. Per row: a "
         f"warm-up of {limits.warmup} requests, then {limits.requests} requests or "
         f"{limits.seconds:.0f} s, whichever comes first. Unary latency is to the full "
-        f"body, streamed latency to the last byte (`data: [DONE]`). {pinning}"
+        "body, streamed latency to the last byte (`data: [DONE]`); server CPU is the "
+        "server process's user + system time over the row, per request; other load is "
+        f"what processes outside the benchmark used meanwhile. {pinning}"
     )
 
 
@@ -152,34 +172,74 @@ against a bare FastAPI front on the same stack that does none of that but a
 token comparison: the floor for any FastAPI-based server."""
 
 
+GENERATION = "## Generation: Portway vs llama-cpp-python"
+OVERHEAD = "## Request-path overhead: Portway vs a bare FastAPI front"
+MACHINE = "## Machine"
+MINE = (MACHINE, GENERATION, OVERHEAD)
+"""The sections ``bench/run.py`` owns; others (another bench's) are kept as they are."""
+
+
 def tables(report: Report) -> str:
     parts = [
-        "### (a) Streamed generation",
+        "### Streamed generation",
         generation_table(report.generation),
         generation_verdict(report.generation, report.portway),
-        "### (b) Request-path overhead (scripted model)",
+        generation_noise(report.generation),
+        "### Request-path overhead (scripted model)",
         overhead_table(report.overhead),
     ]
     return "\n\n".join(parts)
 
 
-def document(report: Report) -> str:
-    notes = [f"- {note}" for note in report.generation_notes]
-    parts = [
-        "# Benchmarks",
-        "The latest full run of `bench/run.py` on the machine below; every full run "
-        "overwrites this file. How to run: `make bench` (or `.venv/bin/python bench/run.py "
-        "--runs 5 --tokens 256`; `--quick` is a smoke run that leaves this file alone).",
-        ABOUT,
-        "## Machine",
-        machine_table(report.machine),
-        "## (a) Streamed generation",
+def preamble() -> str:
+    return "\n\n".join(
+        [
+            "# Benchmarks",
+            "The Machine, Generation and Request-path overhead sections are the latest full "
+            "run of `bench/run.py`; every full run rewrites them and keeps the other "
+            "sections (other benches'). How to run: `make bench` (or `.venv/bin/python "
+            "bench/run.py --runs 5 --tokens 256`; `--quick` is a smoke run that leaves this "
+            "file alone).",
+            ABOUT,
+        ]
+    )
+
+
+def sections(report: Report) -> list[str]:
+    notes = "\n".join(f"- {note}" for note in report.generation_notes)
+    generation = [
+        GENERATION,
         generation_settings(report.generation, report.generation_runs),
         generation_table(report.generation),
         generation_verdict(report.generation, report.portway),
-        *(["\n".join(notes)] if notes else []),
-        "## (b) Request-path overhead",
+        generation_noise(report.generation),
+        *([notes] if notes else []),
+    ]
+    overhead = [
+        OVERHEAD,
         overhead_settings(report.limits, report.pinning),
         overhead_table(report.overhead),
     ]
-    return "\n\n".join(parts) + "\n"
+    return [
+        f"{MACHINE}\n\n{machine_table(report.machine)}",
+        "\n\n".join(generation),
+        "\n\n".join(overhead),
+    ]
+
+
+def split_sections(text: str) -> list[str]:
+    """The level-2 sections of a markdown document, each from its heading on."""
+    found: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            found.append([])
+        if found:
+            found[-1].append(line)
+    return ["\n".join(lines).strip() for lines in found]
+
+
+def write(path: Path, report: Report) -> None:
+    """Writes this bench's sections into ``path``, keeping every other bench's."""
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    others = [s for s in split_sections(current) if s.splitlines()[0] not in MINE]
+    path.write_text("\n\n".join([preamble(), *sections(report), *others]) + "\n")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import report
 import servers
-from common import machine
+from common import machine, wait_for_quiet
 from generation import (
     Contender,
     DirectLlama,
@@ -83,20 +83,29 @@ class Options:
     threads: int
     n_ctx: int
     limits: Limits
+    budget: float
+    """Seconds (a) may spend running noisy rounds again."""
     work_dir: Path
     write: bool
 
 
+FULL = {"runs": 5, "tokens": 256, "requests": 2000, "seconds": 20.0, "budget": 300.0}
+QUICK = {"runs": 2, "tokens": 64, "requests": 300, "seconds": 5.0, "budget": 30.0}
+
+
 def parse_options() -> Options:
     parser = argparse.ArgumentParser(description="Benchmark Portway against llama-cpp-python.")
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per contender")
-    parser.add_argument("--tokens", type=int, default=256, help="tokens per completion")
+    parser.add_argument("--runs", type=int, help="(a): measured runs per contender [5]")
+    parser.add_argument("--tokens", type=int, help="(a): tokens per completion [256]")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama threads")
     parser.add_argument("--ctx", type=int, default=2048, help="n_ctx for every contender")
-    parser.add_argument("--requests", type=int, default=2000, help="(b): requests per row")
-    parser.add_argument("--seconds", type=float, default=20.0, help="(b): time limit per row")
+    parser.add_argument("--requests", type=int, help="(b): requests per row [2000]")
+    parser.add_argument("--seconds", type=float, help="(b): time limit per row [20]")
+    parser.add_argument("--budget", type=float, help="(a): seconds for re-running noisy rounds")
     parser.add_argument(
-        "--quick", action="store_true", help="2 runs of 64 tokens, short (b); print only"
+        "--quick",
+        action="store_true",
+        help="smoke run (defaults 2 runs of 64 tokens, short (b)); BENCHMARKS.md left alone",
     )
     parser.add_argument(
         "--work-dir",
@@ -105,14 +114,16 @@ def parse_options() -> Options:
         help="where the GGUF is cached and servers keep their data",
     )
     args = parser.parse_args()
-    if args.quick:
-        args.runs, args.tokens, args.requests, args.seconds = 2, 64, 300, 5.0
+    for name, default in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     return Options(
         runs=args.runs,
         tokens=args.tokens,
         threads=args.threads,
         n_ctx=args.ctx,
         limits=Limits(requests=args.requests, seconds=args.seconds, warmup=args.requests // 10),
+        budget=args.budget,
         work_dir=args.work_dir,
         write=not args.quick,
     )
@@ -143,7 +154,8 @@ def generation_contenders(
     direct: DirectLlama,
     run_dir: Path,
     notes: list[str],
-) -> list[Contender]:
+) -> tuple[list[Contender], list[int]]:
+    """The contenders of (a), and the ids of the server processes started for them."""
     catalog = GGUF_CATALOG.format(
         path=settings.model, threads=settings.threads, n_ctx=settings.n_ctx
     )
@@ -152,6 +164,7 @@ def generation_contenders(
         OpenAIStream(PORTWAY, settings, portway.base_url, portway.token, "gemma-bench", usage=True),
         direct,
     ]
+    pids = [portway.pid]
     llama_server = optional_server(
         stack,
         servers.llama_cpp_server(
@@ -167,7 +180,8 @@ def generation_contenders(
                 LLAMA_SERVER, settings, llama_server.base_url, "none", "gemma", extra_body=neutral
             )
         )
-    return contenders
+        pids.append(llama_server.pid)
+    return contenders, pids
 
 
 def prompt_notes(result: GenerationResult) -> list[str]:
@@ -196,12 +210,14 @@ def run_generation(
     notes: list[str] = []
     try:
         with contextlib.ExitStack() as stack:
-            contenders = generation_contenders(stack, settings, direct, run_dir, notes)
+            contenders, pids = generation_contenders(stack, settings, direct, run_dir, notes)
             log(f"(a) generation: {', '.join(c.name for c in contenders)}")
-            samples = run_interleaved(contenders, options.runs, log=log)
+            rounds = run_interleaved(
+                contenders, options.runs, [os.getpid(), *pids], budget=options.budget, log=log
+            )
     finally:
         llama.close()
-    result = GenerationResult(settings, samples, reference=IN_PROCESS)
+    result = GenerationResult(settings, rounds, reference=IN_PROCESS)
     return result, notes + prompt_notes(result)
 
 
@@ -218,19 +234,28 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None, str]:
 
 
 ROWS: list[tuple[bool, int]] = [(False, 1), (False, 16), (False, 64), (True, 16)]
+"""(b)'s rows: (streamed, concurrency)."""
+QUIET = {"threshold": 0.1, "limit": 30.0}
+"""Before each row of (b): wait up to 30 s for other processes to use under 0.1 CPUs."""
 
 
 async def load_fronts(fronts: list[Front], limits: Limits) -> list[LoadResult]:
     """Every row for every front, fronts interleaved within each row."""
     for front in fronts:
         await check_reply(front)
+    pids = [front.pid for front in fronts]
     results = []
     for stream, concurrency in ROWS:
         for front in fronts:
-            result = await measure(front, concurrency=concurrency, stream=stream, limits=limits)
+            await asyncio.to_thread(wait_for_quiet, [os.getpid(), *pids], **QUIET)
+            result = await measure(
+                front, concurrency=concurrency, stream=stream, limits=limits, pids=pids
+            )
             log(
                 f"  {result.mode} c={concurrency} {front.name}: {result.rps:.0f} req/s, "
-                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, errors {result.errors}"
+                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                f"server CPU {result.server_cpu_ms:.2f} ms/request, errors {result.errors}, "
+                f"other load {result.foreign_cores:.2f} CPUs"
             )
             results.append(result)
     return results
@@ -243,8 +268,8 @@ def run_overhead(options: Options, run_dir: Path) -> tuple[list[LoadResult], str
     log("(b) overhead: Portway (scripted model) and a bare FastAPI front")
     with portway, bare, pinned(client_cpus):
         fronts = [
-            Front(PORTWAY, portway.base_url, portway.token, "scripted"),
-            Front(BARE_FRONT, bare.base_url, servers.THIN_FRONT_TOKEN, "scripted"),
+            Front(PORTWAY, portway.base_url, portway.token, "scripted", portway.pid),
+            Front(BARE_FRONT, bare.base_url, servers.THIN_FRONT_TOKEN, "scripted", bare.pid),
         ]
         results = asyncio.run(load_fronts(fronts, options.limits))
     return results, pinning
@@ -273,7 +298,7 @@ def main() -> None:
     )
     log(report.tables(result))
     if options.write:
-        (REPO / "BENCHMARKS.md").write_text(report.document(result))
+        report.write(REPO / "BENCHMARKS.md", result)
         log(f"wrote {REPO / 'BENCHMARKS.md'}")
 
 

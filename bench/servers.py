@@ -39,6 +39,12 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process.pid
+
     def start(self, timeout: float = 300.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
@@ -133,6 +139,9 @@ def llama_cpp_server(model: Path, *, threads: int, n_ctx: int, log_dir: Path) ->
         sys.executable,
         str(BENCH_DIR / "llama_server.py"),
         *("--model", str(model), "--n_threads", str(threads), "--n_ctx", str(n_ctx)),
+        # The GGUF has no chat template; without this the server would fall back to
+        # Llama 2's format (Portway picks Gemma's from the architecture).
+        *("--chat_format", "gemma"),
         *("--host", "127.0.0.1", "--port", str(port), "--verbose", "false"),
     ]
     return ServerProcess(

@@ -9,13 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from portway import __version__
-from portway.api import chat, deps, errors, health, models
+from portway.api import chat, deps, embeddings, errors, health, images, media, models, responses
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
 from portway.middleware import BodyLimit, RequestLog
 from portway.registry import catalog
 from portway.registry.loader import build_registry
 from portway.serving.chat import ChatService
+from portway.serving.embeddings import EmbeddingService
+from portway.serving.images import ImageService
+from portway.serving.media import MediaStore
+from portway.serving.relay import RelayService
 from portway.serving.usage import UsageRecorder
 from portway.settings import Settings
 from portway.store import Store
@@ -27,7 +31,7 @@ API_PREFIXES = ("/v1", "/v2/ext/openai/v1")
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (chat, models, health):
+    for module in (chat, embeddings, images, models, health, responses):
         router.include_router(module.router)
     return router
 
@@ -37,6 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.db_url)
+    app.state.store = store  # the Responses API reads and writes stored responses
     try:
         await ensure_first_admin(store, settings)
         registry = await build_registry(
@@ -45,18 +50,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for entry in registry.entries():
             await entry.backend.start()
         recorder = UsageRecorder(store, settings.usage_flush_seconds)
+        relay = await RelayService.open(registry, recorder, store, settings.data_dir)
         await recorder.start()
+        media_store = MediaStore.open(settings.data_dir)
+        await media_store.start()
         app.state.services = deps.Services(
             settings=settings,
             authenticator=Authenticator(store),
             registry=registry,
             chat=ChatService(registry, recorder),
+            embeddings=EmbeddingService(registry, recorder),
+            images=ImageService(registry, recorder, media_store),
+            media=media_store,
+            relay=relay,
         )
         log.info("serving %d models at %s/v1", len(registry.entries()), settings.public_base_url)
         try:
             yield
         finally:
+            await media_store.stop()
             await recorder.stop()
+            await relay.close()
             for entry in registry.entries():
                 await entry.backend.close()
     finally:
@@ -78,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(router, prefix=prefix)
     app.include_router(health.router)
+    app.include_router(media.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestLog)
     return app

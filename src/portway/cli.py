@@ -180,3 +180,52 @@ def models_list(**options: Any) -> None:
         click.echo(
             f"{spec.user}/{spec.app}/models/{spec.model}\t{spec.backend}\t{spec.visibility}\t{aliases}"
         )
+
+
+@main.group()
+def secret() -> None:
+    """Secrets (upstream API keys), stored encrypted with the data dir's key."""
+
+
+@secret.command("set")
+@click.argument("name")
+@data_dir_option
+@database_option
+def secret_set(name: str, **options: Any) -> None:
+    """Store a secret: the value is read from stdin (or a hidden prompt), never an argument."""
+    from portway.store.secrets import SecretBox, SecretError, set_secret
+
+    if sys.stdin.isatty():
+        value = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True)
+    else:
+        value = sys.stdin.read().strip()
+    settings = _settings(**options)
+    try:
+        box = SecretBox.open(settings.data_dir)
+        _with_store(settings, lambda store: set_secret(store, box, name, value))
+    except SecretError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"stored secret {name}")
+
+
+@secret.command("list")
+@data_dir_option
+@database_option
+def secret_list(**options: Any) -> None:
+    """One secret a line: name, created, updated; never the value."""
+    found = _with_store(_settings(**options), lambda store: store.list_secrets())
+    for info in found:
+        click.echo(
+            f"{info.name}\tcreated={info.created_at.isoformat()}\tupdated={info.updated_at.isoformat()}"
+        )
+
+
+@secret.command("delete")
+@click.argument("name")
+@data_dir_option
+@database_option
+def secret_delete(name: str, **options: Any) -> None:
+    """Delete a secret; models that use it fail with a 502 until it is set again."""
+    if not _with_store(_settings(**options), lambda store: store.delete_secret(name)):
+        raise click.ClickException(f"no secret named {name}")
+    click.echo(f"deleted secret {name}")

@@ -12,7 +12,9 @@
     ├── PayloadTooLarge                413 invalid_request_error
     ├── ClientDisconnected             499 (nobody reads it; for the log)
     ├── Overloaded                     503 (Retry-After header)
-    └── BackendError                   500 server_error (message is safe to show)
+    ├── BackendError                   500 server_error (message is safe to show)
+    ├── BadGateway                     502 code upstream_error (an upstream model failed)
+    └── GatewayTimeout                 504 code upstream_timeout (an upstream model was too slow)
 
 Foreign exceptions are translated at the boundary with ``raise X from exc``.
 """
@@ -148,3 +150,20 @@ class Overloaded(PortwayError):
 
 class BackendError(PortwayError):
     """A failure inside a backend whose message is safe to show to the client."""
+
+
+class BadGateway(PortwayError):
+    """An upstream provider failed: 5xx, a broken connection or a body that is not
+    what its API promises. The message is Portway's own and safe to show."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class GatewayTimeout(PortwayError):
+    """An upstream provider did not answer (or finish) within the model's timeouts."""
+
+    status = 504
+    type = "server_error"
+    code = "upstream_timeout"

@@ -1,8 +1,10 @@
 """The only place that writes server-sent events.
 
-Events are ``data: {json}\\n\\n``; a finished stream ends with ``data: [DONE]``;
+Chat events are ``data: {json}\\n\\n``; a finished stream ends with ``data: [DONE]``;
 an error after the stream began is sent as ``data: {"error": {...}}`` and ends
-it. A client that disconnects cancels the producer at once.
+it. Responses API events (:class:`NamedEventStreamResponse`) are
+``event: {type}\\ndata: {json}\\n\\n``, end without ``[DONE]``, and report such an
+error as an ``error`` event. A client that disconnects cancels the producer at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def encode(payload: dict[str, Any]) -> bytes:
 def error_event(exc: BaseException) -> bytes:
     error = exc if isinstance(exc, PortwayError) else PortwayError()
     return encode(error.body())
+
+
+def encode_named(payload: dict[str, Any]) -> bytes:
+    """``event: {type}`` then the ``data:`` line, as OpenAI sends Responses events."""
+    return b"event: " + str(payload["type"]).encode("utf-8") + b"\n" + encode(payload)
 
 
 class EventStreamResponse(Response):
@@ -64,17 +71,43 @@ class EventStreamResponse(Response):
         finally:
             await aclose(self.events)
 
+    def frame(self, event: dict[str, Any]) -> bytes:
+        return encode(event)
+
+    def tail(self, error: BaseException | None, sent: int) -> bytes:
+        """What ends the stream: ``[DONE]``, or the error after ``sent`` events."""
+        return DONE if error is None else error_event(error)
+
     async def _stream(self, send: Send) -> None:
+        sent = 0
+        error: BaseException | None = None
         try:
             async for event in self.events:
-                await send({"type": "http.response.body", "body": encode(event), "more_body": True})
-            tail = DONE
+                body = self.frame(event)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                sent += 1
         except PortwayError as exc:
-            tail = error_event(exc)
+            error = exc
         except Exception as exc:
             log.exception("stream failed", exc_info=exc)
-            tail = error_event(exc)
+            error = exc
+        tail = self.tail(error, sent)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+class NamedEventStreamResponse(EventStreamResponse):
+    """Responses API events: each names its ``type``; no ``[DONE]``; an error is
+    an ``error`` event numbered after the ``sent`` events (numbered from 0)."""
+
+    def frame(self, event: dict[str, Any]) -> bytes:
+        return encode_named(event)
+
+    def tail(self, error: BaseException | None, sent: int) -> bytes:
+        if error is None:
+            return b""
+        body = (error if isinstance(error, PortwayError) else PortwayError()).body()["error"]
+        fields = {key: body[key] for key in ("code", "message", "param")}
+        return encode_named({"type": "error", **fields, "sequence_number": sent})
 
 
 async def _cancel_on_disconnect(receive: Receive, cancel: Callable[[], None]) -> None:

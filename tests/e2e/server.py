@@ -25,6 +25,23 @@ backend = "scripted"
 aliases = ["scripted"]
 
 [[models]]
+user = "portway"
+app = "test"
+model = "hermes"
+backend = "scripted"
+tool_family = "hermes"
+script = ["Let me check.", "<tool", "_call>", "\\n{\\"name\\": \\"get_weather\\", ",
+          "\\"arguments\\": {\\"location\\": ", "\\"Paris\\"}}", "\\n</tool_call>"]
+
+[[models]]
+user = "portway"
+app = "test"
+model = "thinker"
+backend = "scripted"
+reasons = true
+script = ["<think>", "Two", " and two", "</think>", "\\n\\n", "Four", "."]
+
+[[models]]
 user = "alice"
 app = "private"
 model = "echo"

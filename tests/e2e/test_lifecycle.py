@@ -22,6 +22,7 @@ from tests.services import require_service
 SLOW = "portway/test/models/slow"
 CATALOG = """
 default_model = false
+default_embedding_model = false
 
 [[models]]
 user = "portway"

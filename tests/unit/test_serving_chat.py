@@ -63,7 +63,7 @@ def _request(**fields: Any) -> ChatCompletionRequest:
 async def test_unary_body_and_usage_row() -> None:
     service, ledger = _service(ScriptedBackend(["Hel", "lo"]))
     ctx = _ctx()
-    body = await service.complete(ctx, service.accept(ctx, _request(user="u-1")))
+    body = await service.complete(ctx, await service.accept(ctx, _request(user="u-1")))
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "Hello",
@@ -79,7 +79,9 @@ async def test_unary_body_and_usage_row() -> None:
 async def test_stream_chunks_and_usage_chunk() -> None:
     service, _ = _service(ScriptedBackend(["a", "b", "c"]))
     ctx = _ctx()
-    run = service.accept(ctx, _request(stream=True, stream_options={"include_usage": True}, n=2))
+    run = await service.accept(
+        ctx, _request(stream=True, stream_options={"include_usage": True}, n=2)
+    )
     chunks = [chunk async for chunk in await service.stream(ctx, run)]
     deltas = [chunk["choices"][0]["delta"] for chunk in chunks if chunk["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
@@ -92,7 +94,7 @@ async def test_stream_chunks_and_usage_chunk() -> None:
 async def test_max_tokens_gives_length() -> None:
     service, _ = _service(ScriptedBackend(["a", "b", "c"]))
     ctx = _ctx()
-    body = await service.complete(ctx, service.accept(ctx, _request(max_completion_tokens=2)))
+    body = await service.complete(ctx, await service.accept(ctx, _request(max_completion_tokens=2)))
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["choices"][0]["message"]["content"] == "ab"
 
@@ -100,7 +102,7 @@ async def test_max_tokens_gives_length() -> None:
 async def test_closing_a_stream_records_a_cancelled_row() -> None:
     service, ledger = _service(ScriptedBackend(["a", "b", "c", "d"]))
     ctx = _ctx()
-    stream = await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    stream = await service.stream(ctx, await service.accept(ctx, _request(stream=True)))
     taken = [await anext(stream), await anext(stream)]
     assert taken[1]["choices"][0]["delta"] == {"content": "a"}
     await aclose(stream)
@@ -110,7 +112,7 @@ async def test_closing_a_stream_records_a_cancelled_row() -> None:
 async def test_closing_an_unread_stream_still_records() -> None:
     service, ledger = _service(ScriptedBackend(["a"]))
     ctx = _ctx()
-    stream = await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    stream = await service.stream(ctx, await service.accept(ctx, _request(stream=True)))
     await aclose(stream)
     assert [row.status for row in ledger.rows] == ["cancelled"]
 
@@ -118,7 +120,7 @@ async def test_closing_an_unread_stream_still_records() -> None:
 async def test_failure_mid_stream_records_partial_usage() -> None:
     service, ledger = _service(Failing())
     ctx = _ctx()
-    stream = await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+    stream = await service.stream(ctx, await service.accept(ctx, _request(stream=True)))
     with pytest.raises(BackendError):
         async for _ in stream:
             pass
@@ -131,14 +133,14 @@ async def test_refused_prompt_writes_nothing() -> None:
     service, ledger = _service(ScriptedBackend(["a"], context_length=2))
     ctx = _ctx()
     with pytest.raises(ContextLengthExceeded):
-        await service.stream(ctx, service.accept(ctx, _request(stream=True)))
+        await service.stream(ctx, await service.accept(ctx, _request(stream=True)))
     assert ledger.rows == []
 
 
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"reasoning_effort": "low"}, "reasoning_effort"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"store": True}, "store"),
         ({"modalities": ["text", "audio"]}, "modalities"),
@@ -148,16 +150,16 @@ async def test_refused_prompt_writes_nothing() -> None:
         ),
     ],
 )
-def test_unsupported_parameters_are_named(fields: dict[str, Any], param: str) -> None:
+async def test_unsupported_parameters_are_named(fields: dict[str, Any], param: str) -> None:
     service, _ = _service(ScriptedBackend(["a"]))
     with pytest.raises(UnsupportedParameter) as caught:
-        service.accept(_ctx(), _request(**fields))
+        await service.accept(_ctx(), _request(**fields))
     assert caught.value.param == param
 
 
-def test_accepted_no_op_values() -> None:
+async def test_accepted_no_op_values() -> None:
     service, _ = _service(ScriptedBackend(["a"]))
-    run = service.accept(
+    run = await service.accept(
         _ctx(), _request(response_format={"type": "text"}, store=False, service_tier="auto")
     )
     assert run.choices == 1

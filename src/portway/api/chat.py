@@ -9,7 +9,10 @@ from fastapi.responses import JSONResponse
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
+from portway.api.relay import relay
+from portway.backends.base import RelayBackend
 from portway.protocol.chat import ChatCompletionRequest
+from portway.serving.relay_endpoints import CHAT
 from portway.sse import EventStreamResponse
 
 router = APIRouter()
@@ -19,8 +22,11 @@ router = APIRouter()
 async def create_chat_completion(request: Request) -> Any:
     ctx = await context(request, "chat.completions")
     body = await parse_body(request, ChatCompletionRequest)
+    entry = services(request).registry.resolve(body.model, ctx.principal)
+    if isinstance(entry.backend, RelayBackend):
+        return await relay(request, ctx, entry, CHAT)
     chat = services(request).chat
-    run = chat.accept(ctx, body)
+    run = await chat.accept(ctx, body)
     if body.stream:
         return EventStreamResponse(await chat.stream(ctx, run))
     result = await cancel_on_disconnect(request, chat.complete(ctx, run))

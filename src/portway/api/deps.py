@@ -13,6 +13,10 @@ from portway.errors import InvalidRequest
 from portway.registry.models import Registry
 from portway.serving.chat import ChatService
 from portway.serving.context import RequestContext
+from portway.serving.embeddings import EmbeddingService
+from portway.serving.images import ImageService
+from portway.serving.media import MediaStore
+from portway.serving.relay import RelayService
 from portway.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,6 +30,10 @@ class Services:
     authenticator: Authenticator
     registry: Registry
     chat: ChatService
+    embeddings: EmbeddingService
+    images: ImageService
+    media: MediaStore
+    relay: RelayService
 
 
 def services(request: Request) -> Services:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from portway.api.deps import principal, services
+from portway.backends.base import RelayBackend
 from portway.errors import AuthenticationFailed
 
 router = APIRouter()
@@ -23,6 +24,11 @@ async def health(request: Request) -> dict[str, Any]:
         if who.is_admin:
             body["models"] = [
                 {"id": entry.name, "version": entry.version_id, "kind": entry.kind}
+                | (
+                    {"endpoints": entry.backend.health()}
+                    if isinstance(entry.backend, RelayBackend)
+                    else {}
+                )
                 for entry in services(request).registry.entries()
             ]
     return body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -42,10 +42,36 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; ``parameters`` is its arguments' JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """What constrained decoding enforces: an llguidance grammar.
+
+    ``param`` names the request field it came from, for the 400 a backend raises
+    if it cannot compile the grammar after all.
+    """
+
+    source: str
+    description: str = ""
+    param: str | None = None
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     messages: tuple[Message, ...]
     sampling: SamplingParams
     request_id: str = ""
+    tools: tuple[ToolSpec, ...] = ()
+    """Tools to show the model (rendered by the chat template); empty: none."""
+    constraint: Grammar | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +112,7 @@ class Capabilities:
     json_schema: bool = False
     vision: bool = False
     reasoning: bool = False
+    reasoning_effort: bool = False
     logprobs: bool = True
     logit_bias: bool = True
     seed: bool = True
@@ -112,6 +139,12 @@ class ChatBackend(ModelBackend):
     kind: ClassVar[Kind] = "chat"
     capabilities: Capabilities = Capabilities()
     context_length: int = 0
+    tool_family: str = "json"
+    """How the model writes tool calls (a parser family of ``portway.toolcalls``)."""
+    reasons: bool = False
+    """Whether the model's output opens with ``<think>`` reasoning."""
+    reasoning_opened_by_template: bool = False
+    """Whether the prompt already opened ``<think>``, so output starts inside it."""
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
@@ -120,3 +153,92 @@ class ChatBackend(ModelBackend):
     @abc.abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of ``text``."""
+
+
+class EmbeddingBackend(ModelBackend):
+    """Runs one embedding model: texts in, one vector per text out.
+
+    Every method does its work off the event loop; ``embed`` may gather the
+    texts of concurrent calls into one batch.
+    """
+
+    kind: ClassVar[Kind] = "embedding"
+    dimensions: int = 0
+    """The length of the vectors ``embed`` returns."""
+    max_input_tokens: int = 0
+    """The most tokens one text may hold, as ``count_tokens`` counts them."""
+    vocab_size: int = 0
+    """``decode`` takes token ids from 0 to ``vocab_size - 1``."""
+    shortening: bool = False
+    """Whether its vectors may be shortened (truncated, then re-normalised)."""
+
+    @abc.abstractmethod
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """The tokens of each text, without the model's special tokens."""
+
+    @abc.abstractmethod
+    async def decode(self, ids: list[list[int]]) -> list[str]:
+        """The text of each list of token ids (each id below ``vocab_size``)."""
+
+    @abc.abstractmethod
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector of ``dimensions`` floats per text (none over the limit)."""
+
+
+@dataclass(frozen=True)
+class ImageCapabilities:
+    """The values an image model accepts; ``auto`` lets the model choose."""
+
+    qualities: tuple[str, ...] = ("auto",)
+    styles: tuple[str, ...] = ()
+    backgrounds: tuple[str, ...] = ("auto",)
+    output_formats: tuple[str, ...] = ("png",)
+    default_size: tuple[int, int] = (512, 512)
+    min_side: int = 64
+    max_side: int = 1024
+    side_multiple: int = 8
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    n: int
+    width: int
+    height: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes
+    revised_prompt: str | None = None
+
+
+class ImageBackend(ModelBackend):
+    """Runs one image model."""
+
+    kind: ClassVar[Kind] = "image"
+    capabilities: ImageCapabilities = ImageCapabilities()
+    max_prompt_tokens: int = 0
+    """The most tokens a prompt may hold; 0: no limit."""
+    url_ttl: int = 3600
+    """Seconds a ``url`` result of this model stays reachable."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model's text encoder makes of ``text``."""
+
+    @abc.abstractmethod
+    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
+        """``request.n`` PNG images; cancelling the call stops the work at its next step."""
+
+
+class RelayBackend(ModelBackend):
+    """A model served by another OpenAI-compatible server: the API layer hands
+    the client's request body to the relay (``portway.serving.relay``) instead of
+    the serving layer, whatever the endpoint. It has no ``generate``: nothing is
+    generated here. Its ``kind`` says which endpoints the upstream model serves."""
+
+    @abc.abstractmethod
+    def health(self) -> list[dict[str, Any]]:
+        """The state of each upstream endpoint, for ``/health`` (admins only)."""

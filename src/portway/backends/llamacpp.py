@@ -20,7 +20,21 @@ logprobs) although their text is not emitted.
 Logprobs do not need ``logits_all=True`` (which would hold a context-sized copy of
 the logits; with Gemma's 262k vocabulary that is gigabytes): when a token is
 yielded, llama.cpp's output buffer still holds the logits of the step that chose
-it, so they are read there with ``llama_get_logits_ith(ctx, -1)``.
+it, so they are read there with ``llama_get_logits_ith(ctx, -1)``. They are the
+model's own, before logit bias and any grammar mask.
+
+Constrained decoding (``GenerationRequest.constraint``): the grammar is compiled
+with llguidance for this model's tokenizer (built once, on the first constrained
+request) before the request waits for its turn, so a grammar that cannot be
+compiled fails before the first delta. A logits processor after the logit bias
+masks the tokens the grammar forbids; each sampled token advances the grammar,
+and the generation ends with ``stop`` as soon as the grammar allows nothing more
+(or the model ends its turn where the grammar may end), or with ``length`` when
+``max_tokens`` cuts it short.
+
+Tool-call and reasoning markers that are control tokens (``[TOOL_CALLS]``,
+``<|python_tag|>``...) are written out as text, since the parsers downstream read
+them; other control tokens are not.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +61,25 @@ from portway.backends.base import (
     Delta,
     FinishReason,
     GenerationRequest,
+    Grammar,
     Message,
     SamplingParams,
     TokenLogprob,
+    ToolSpec,
     TopLogprob,
 )
 from portway.backends.templates import ChatTemplate, template_for
-from portway.errors import BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
+from portway.constrain.llamacpp import llama_tokenizer
+from portway.constrain.runtime import GrammarCompiler, GrammarMask
+from portway.errors import (
+    BackendError,
+    ContextLengthExceeded,
+    InvalidRequest,
+    Overloaded,
+    PortwayError,
+)
+from portway.toolcalls import TOOL_CALL_MARKERS, family_from_template
+from portway.toolcalls.reasoning import REASONING_MARKERS, prompt_opens_think, reasoning_family
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +88,9 @@ DEFAULT_MAX_CONTEXT = 8192
 
 _SEED_MODULUS = 0xFFFFFFFF
 """llama.cpp seeds are uint32 and 0xFFFFFFFF means "random": seeds are taken modulo this."""
+
+VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
+"""Control tokens written out as text (see the module's docstring)."""
 
 
 # --------------------------------------------------------------------------- text
@@ -184,12 +213,18 @@ def _sampler_settings(sampling: SamplingParams) -> dict[str, Any]:
     }
 
 
-def _logit_bias_processor(bias: Mapping[int, float]) -> Any:
-    """A ``LogitsProcessorList`` adding ``bias`` to the logits, or None without bias.
+def _logits_processors(bias: Mapping[int, float], mask: GrammarMask | None) -> Any:
+    """A ``LogitsProcessorList`` adding ``bias`` to the logits, then applying the
+    grammar ``mask``; None when there is neither.
 
     It runs first in llama.cpp's sampler chain, where candidates are still in token
     id order, so ``scores[token_id]`` is that token's logit.
     """
+    processors = [p for p in (_logit_bias(bias), mask) if p is not None]
+    return llama_cpp.LogitsProcessorList(processors) if processors else None
+
+
+def _logit_bias(bias: Mapping[int, float]) -> Callable[[Any, Any], Any] | None:
     if not bias:
         return None
     token_ids = np.fromiter(bias.keys(), dtype=np.intc, count=len(bias))
@@ -199,7 +234,7 @@ def _logit_bias_processor(bias: Mapping[int, float]) -> Any:
         scores[token_ids] += offsets
         return scores
 
-    return llama_cpp.LogitsProcessorList([add_bias])
+    return add_bias
 
 
 def _top_ids(logprobs: Any, count: int) -> list[int]:
@@ -276,6 +311,7 @@ class _Job:
     sampling: SamplingParams
     emit: Callable[[_QueueItem], None]
     cancel: threading.Event = field(default_factory=threading.Event)
+    constraint: GrammarMask | None = None
 
 
 class LlamaCppBackend(ChatBackend):
@@ -289,8 +325,8 @@ class LlamaCppBackend(ChatBackend):
     """
 
     capabilities = Capabilities(
-        tools=False,
-        json_schema=False,
+        tools=True,
+        json_schema=True,
         vision=False,
         reasoning=False,
         logprobs=True,
@@ -329,6 +365,9 @@ class LlamaCppBackend(ChatBackend):
         self._bos_text = ""
         self._stop_token_ids: frozenset[int] = frozenset()
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
+        self._marker_ids: frozenset[int] = frozenset()
+        self._grammars: GrammarCompiler | None = None
+        self._grammars_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -339,6 +378,7 @@ class LlamaCppBackend(ChatBackend):
         self.context_length = int(llama.n_ctx())
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = int(llama.n_vocab())
+        self._marker_ids = frozenset(self._single_token_ids(VISIBLE_MARKERS))
         metadata: dict[str, str] = dict(llama.metadata)
         self._bos_text = self._special_text(int(llama.token_bos()))
         self._template = template_for(
@@ -349,6 +389,17 @@ class LlamaCppBackend(ChatBackend):
             eos_token=self._special_text(int(llama.token_eos())),
         )
         self._stop_token_ids = frozenset(self._single_token_ids(self._template.stop_strings))
+        self._learn_output_format(self._template)
+
+    def _learn_output_format(self, template: ChatTemplate) -> None:
+        """How this model writes tool calls and whether it reasons, from its template."""
+        source = getattr(template, "source", None)
+        self.tool_family = family_from_template(source, self.model_name)
+        self.reasons = reasoning_family(source, self.model_name)
+        if self.reasons:
+            probe = template.render([Message("user", "?")])
+            self.reasoning_opened_by_template = prompt_opens_think(probe)
+            self.capabilities = replace(self.capabilities, reasoning=True)
 
     async def close(self) -> None:
         """Stops the running generation, then frees the model."""
@@ -356,6 +407,7 @@ class LlamaCppBackend(ChatBackend):
             self._active.cancel.set()
         async with self._turn:
             llama, self._llama = self._llama, None
+            self._grammars = None
             if llama is not None:
                 await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
         self._executor.shutdown(wait=False)
@@ -395,15 +447,19 @@ class LlamaCppBackend(ChatBackend):
             int(t) for t in self._loaded().tokenize(text.encode(), add_bos=False, special=False)
         ]
 
-    def _tokenize_prompt(self, messages: Sequence[Message]) -> list[int]:
+    def _tokenize_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
+    ) -> list[int]:
         """The prompt's tokens. BOS is added unless the template already wrote it."""
-        prompt = self._loaded_template().render(messages)
+        prompt = self._loaded_template().render(messages, tools)
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
         tokens: list[int] = self._loaded().tokenize(prompt.encode(), add_bos=add_bos, special=True)
         return tokens
 
     def _piece(self, token: int, *, special: bool) -> bytes:
-        """The bytes of one token (``special``: control tokens as their text, else empty)."""
+        """The bytes of one token (``special``: control tokens as their text, else empty;
+        the ``VISIBLE_MARKERS`` always as their text)."""
+        special = special or token in self._marker_ids
         key = (token, special)
         cached = self._piece_cache.get(key)
         if cached is None:
@@ -442,14 +498,19 @@ class LlamaCppBackend(ChatBackend):
         """Streams one completion; see ``Delta`` for the order of what it yields.
 
         Raises before the first delta: ``ContextLengthExceeded``, ``InvalidRequest``
-        (template refusal, bad ``logit_bias``), ``Overloaded`` (queue full).
+        (template refusal, bad ``logit_bias``, a ``constraint`` that cannot be
+        compiled: ``SchemaError``), ``Overloaded`` (queue full).
         """
-        prompt = await asyncio.to_thread(self._tokenize_prompt, request.messages)
+        prompt = await asyncio.to_thread(self._tokenize_prompt, request.messages, request.tools)
         budget = self._completion_budget(len(prompt), request.sampling.max_tokens)
         self._check_logit_bias(request.sampling.logit_bias)
+        constraint = None
+        if request.constraint is not None:
+            constraint = await asyncio.to_thread(self._grammar_mask, request.constraint)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
-        job = _Job(prompt, budget, request.sampling, emit=self._emitter(loop, queue))
+        emit = self._emitter(loop, queue)
+        job = _Job(prompt, budget, request.sampling, emit=emit, constraint=constraint)
         await self._wait_for_turn()
         worker: asyncio.Future[None] | None = None
         try:
@@ -458,6 +519,8 @@ class LlamaCppBackend(ChatBackend):
             worker = loop.run_in_executor(self._executor, self._run, job)
             while True:
                 item = await queue.get()
+                if isinstance(item, PortwayError):
+                    raise item
                 if isinstance(item, BaseException):
                     raise BackendError("The model failed while generating.") from item
                 yield item
@@ -473,6 +536,24 @@ class LlamaCppBackend(ChatBackend):
         if prompt_tokens + requested > self.context_length or prompt_tokens >= self.context_length:
             raise ContextLengthExceeded(prompt_tokens, requested, self.context_length)
         return self.context_length - prompt_tokens if max_tokens is None else max_tokens
+
+    def _grammar_mask(self, grammar: Grammar) -> GrammarMask:
+        """A mask following ``grammar`` for one generation (blocking: compiles)."""
+        return GrammarMask(self._grammar_compiler().matcher(grammar), self._n_vocab)
+
+    def _grammar_compiler(self) -> GrammarCompiler:
+        """The compiler for this model's tokenizer, built on first use (about a second)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                self._loaded()
+                tokenizer = llama_tokenizer(
+                    self._vocab,
+                    self._n_vocab,
+                    end_tokens=self._stop_token_ids,
+                    text_tokens=self._marker_ids,
+                )
+                self._grammars = GrammarCompiler(tokenizer)
+            return self._grammars
 
     def _check_logit_bias(self, bias: Mapping[int, float]) -> None:
         invalid = sorted(token for token in bias if not 0 <= token < self._n_vocab)
@@ -541,7 +622,7 @@ class LlamaCppBackend(ChatBackend):
         tokens = llama.generate(
             job.prompt,
             **_sampler_settings(job.sampling),
-            logits_processor=_logit_bias_processor(job.sampling.logit_bias),
+            logits_processor=_logits_processors(job.sampling.logit_bias, job.constraint),
         )
         try:
             self._stream_tokens(tokens, job)
@@ -566,6 +647,9 @@ class LlamaCppBackend(ChatBackend):
             pending.add(text, self._logprob(token, job.sampling))
             if cut_at_stop_string:
                 finish = "stop"
+                break
+            if job.constraint is not None and job.constraint.accept(token):
+                finish = "stop"  # the grammar is complete and allows nothing more
                 break
             if produced >= job.budget:
                 break

@@ -6,19 +6,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 
-from portway.backends.base import ChatBackend, Delta, GenerationRequest
+from portway.backends.base import Capabilities, ChatBackend, Delta, GenerationRequest
 from portway.errors import ContextLengthExceeded
 
 
 class ScriptedBackend(ChatBackend):
-    """Each script piece is one token; ``delay`` seconds pass before each."""
+    """Each script piece is one token; ``delay`` seconds pass before each.
+
+    It can play a model that writes tool calls in ``tool_family``'s format or
+    ``<think>`` reasoning (``reasons``); it cannot enforce grammars.
+    """
 
     def __init__(
-        self, script: Sequence[str], *, delay: float = 0.0, context_length: int = 4096
+        self,
+        script: Sequence[str],
+        *,
+        delay: float = 0.0,
+        context_length: int = 4096,
+        tool_family: str = "json",
+        reasons: bool = False,
     ) -> None:
         self.script = tuple(script)
         self.delay = delay
         self.context_length = context_length
+        self.tool_family = tool_family
+        self.reasons = reasons
+        self.capabilities = Capabilities(tools=True, reasoning=reasons)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

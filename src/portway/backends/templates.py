@@ -28,7 +28,7 @@ import jinja2
 import jinja2.ext
 import jinja2.sandbox
 
-from portway.backends.base import Message, ToolCall
+from portway.backends.base import Message, ToolCall, ToolSpec
 from portway.errors import BackendError, InvalidRequest
 
 GEMMA = "gemma"
@@ -50,8 +50,11 @@ class ChatTemplate(Protocol):
 
     stop_strings: tuple[str, ...]
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
         """The prompt text, ending with the generation prompt for the assistant turn.
+
+        ``tools`` are shown to the model: through the template when it knows tools,
+        else as a system instruction (see ``with_tool_instructions``).
 
         Raises ``InvalidRequest`` when the messages cannot be expressed in this format
         and ``BackendError`` when the template itself fails.
@@ -60,6 +63,39 @@ class ChatTemplate(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
+
+TOOL_INSTRUCTIONS = """\
+You can call these functions (JSON Schema of each one's arguments given):
+{functions}
+To call a function, reply with only a JSON object {{"name": "<function name>", \
+"arguments": {{<arguments>}}}}; to call several, a JSON array of such objects. \
+To answer without calling a function, reply normally."""
+
+
+def tool_dicts(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tools in OpenAI's shape, as chat templates that know tools expect them."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for tool in tools
+    ]
+
+
+def with_tool_instructions(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[Message]:
+    """``messages`` with a system message first that describes ``tools`` and the
+    generic JSON call format, for templates that know no tools."""
+    if not tools:
+        return list(messages)
+    functions = "\n".join(
+        json.dumps(entry["function"], ensure_ascii=False) for entry in tool_dicts(tools)
+    )
+    return [Message("system", TOOL_INSTRUCTIONS.format(functions=functions)), *messages]
 
 
 def tool_calls_json(calls: Sequence[ToolCall]) -> str:
@@ -128,7 +164,8 @@ class GemmaTemplate:
 
     stop_strings: tuple[str, ...] = ("<end_of_turn>",)
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        messages = with_tool_instructions(messages, tools)
         instructions = "\n\n".join(
             m.content.strip() for m in messages if m.role in ("system", "developer")
         )
@@ -172,7 +209,8 @@ class ChatMLTemplate:
 
     stop_strings: tuple[str, ...] = ("<|im_end|>",)
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        messages = with_tool_instructions(messages, tools)
         prompt = (
             "".join(
                 f"<|im_start|>{role}\n{text}<|im_end|>\n"
@@ -321,14 +359,20 @@ class JinjaTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.stop_strings = _jinja_stop_strings(source, eos_token, stop_strings)
+        self.knows_tools = "tools" in source
+        self.source = source
 
-    def render(self, messages: Sequence[Message]) -> str:
-        context = {
-            "messages": [message_dict(m) for m in messages],
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        context: dict[str, Any] = {
             "add_generation_prompt": True,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         }
+        if tools and self.knows_tools:
+            context["tools"] = tool_dicts(tools)
+        else:
+            messages = with_tool_instructions(messages, tools)
+        context["messages"] = [message_dict(m) for m in messages]
         try:
             return _bounded_join(self._template.generate(context))
         except TemplateRefusal as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class RequestModel(BaseModel):
@@ -12,6 +14,16 @@ class RequestModel(BaseModel):
 
 
 class ResponseModel(BaseModel):
-    """A response body or stream chunk, serialised with every field present."""
+    """A response body or stream chunk, serialised with every field present except
+    the optional ones named in ``omit_when_none`` (OpenAI leaves those out)."""
 
     model_config = ConfigDict(frozen=True)
+    omit_when_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for name in self.omit_when_none:
+            if isinstance(data, dict) and data.get(name, 0) is None:
+                del data[name]
+        return data

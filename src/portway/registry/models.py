@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from portway.auth.principal import Principal
-from portway.backends.base import ChatBackend, Kind, ModelBackend
+from portway.backends.base import (
+    ChatBackend,
+    EmbeddingBackend,
+    ImageBackend,
+    Kind,
+    ModelBackend,
+)
 from portway.errors import InvalidRequest, ModelNotFound
 from portway.registry import refs
 from portway.registry.refs import ModelRef
@@ -41,9 +47,10 @@ class ModelEntry:
             "embedding": "/embeddings",
             "image": "/images/generations",
         }
+        article = "an" if self.kind[0] in "aeiou" else "a"
         return InvalidRequest(
-            f"The model '{self.name}' is a {self.kind} model: it serves {served[self.kind]}, "
-            f"not {wanted}.",
+            f"The model '{self.name}' is {article} {self.kind} model: it serves "
+            f"{served[self.kind]}, not {wanted}.",
             param="model",
             code="wrong_model_kind",
         )
@@ -51,6 +58,16 @@ class ModelEntry:
     def chat_backend(self) -> ChatBackend:
         if not isinstance(self.backend, ChatBackend):
             raise self.wrong_kind("/chat/completions")
+        return self.backend
+
+    def embedding_backend(self) -> EmbeddingBackend:
+        if not isinstance(self.backend, EmbeddingBackend):
+            raise self.wrong_kind("/embeddings")
+        return self.backend
+
+    def image_backend(self) -> ImageBackend:
+        if not isinstance(self.backend, ImageBackend):
+            raise self.wrong_kind("/images/generations")
         return self.backend
 
     @property

@@ -3,6 +3,7 @@ or stream chunks. The unary body is built by collecting the same chunks."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -10,13 +11,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from portway.aio import PrimedStream, aclose, primed
-from portway.backends.base import Delta, GenerationRequest, TokenLogprob
+from portway.backends.base import ChatBackend, Delta, GenerationRequest, TokenLogprob
 from portway.errors import PortwayError
 from portway.protocol import chat as wire
 from portway.registry.models import ModelEntry, Registry
 from portway.serving import chat_request
+from portway.serving.chat_assembly import Assembled
+from portway.serving.chat_output import ChoiceOutput
+from portway.serving.chat_request import ToolUse
 from portway.serving.context import RequestContext
 from portway.serving.usage import Meter, UsageRecorder
+from portway.toolcalls import parser_for
+from portway.toolcalls.reasoning import ThinkSplitter
 
 
 def completion_id() -> str:
@@ -45,12 +51,15 @@ class ChatRun:
     """One accepted chat request: its model, domain request and meter."""
 
     entry: ModelEntry
+    backend: ChatBackend
     generation: GenerationRequest
+    tool_use: ToolUse
     choices: int
     include_usage: bool
     meter: Meter
     id: str
     created: int
+    reasoning_tokens: int = 0
 
     def chunk(
         self, choices: list[wire.ChunkChoice], usage: wire.CompletionUsage | None = None
@@ -74,8 +83,31 @@ class ChatRun:
     def usage(self) -> wire.CompletionUsage:
         prompt, completion = self.meter.prompt_tokens, self.meter.completion_tokens
         return wire.CompletionUsage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            completion_tokens_details=wire.CompletionTokensDetails(
+                reasoning_tokens=self.reasoning_tokens
+            ),
         )
+
+    def output(self) -> ChoiceOutput:
+        """The text-to-delta pipeline for one choice of this run."""
+        parser = (
+            parser_for(
+                self.backend.tool_family,
+                constrained=self.tool_use.forced,
+                tool_names=[tool.name for tool in self.tool_use.tools],
+            )
+            if self.tool_use.active
+            else None
+        )
+        splitter = (
+            ThinkSplitter(starts_inside=self.backend.reasoning_opened_by_template)
+            if self.backend.reasons
+            else None
+        )
+        return ChoiceOutput(parser, splitter, single_call=not self.tool_use.parallel)
 
 
 class ChatService:
@@ -83,22 +115,30 @@ class ChatService:
         self.registry = registry
         self.recorder = recorder
 
-    def accept(self, ctx: RequestContext, request: wire.ChatCompletionRequest) -> ChatRun:
+    async def accept(self, ctx: RequestContext, request: wire.ChatCompletionRequest) -> ChatRun:
         """Resolve the model and check every parameter; nothing runs yet."""
         entry = self.registry.resolve(request.model, ctx.principal)
-        capabilities = entry.chat_backend().capabilities
-        chat_request.check_supported(request, capabilities)
+        backend = entry.chat_backend()
+        chat_request.check_supported(request, backend.capabilities)
+        tool_use = chat_request.to_tool_use(request)
+        constraint = await asyncio.to_thread(
+            chat_request.constraint_for, request, tool_use, backend
+        )
         generation = GenerationRequest(
-            messages=chat_request.to_messages(request, capabilities),
+            messages=chat_request.to_messages(request, backend.capabilities),
             sampling=chat_request.to_sampling(request),
             request_id=ctx.request_id,
+            tools=tool_use.tools if tool_use.active else (),
+            constraint=constraint,
         )
         meter = ctx.meter(request.user or request.safety_identifier)
         meter.model, meter.version_id = entry.name, entry.version_id
         ctx.log_fields["model"] = entry.name
         return ChatRun(
             entry=entry,
+            backend=backend,
             generation=generation,
+            tool_use=tool_use,
             choices=request.n or 1,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             meter=meter,
@@ -114,37 +154,26 @@ class ChatService:
     async def complete(self, ctx: RequestContext, run: ChatRun) -> dict[str, Any]:
         """The unary body, built from the same chunks a stream would send."""
         chunks = await self.stream(ctx, replace(run, include_usage=True))
-        collected = _Collected()
+        assembled = Assembled(logprobs=run.generation.sampling.logprobs)
         try:
             async for chunk in chunks:
-                collected.add(chunk)
+                assembled.add(chunk)
         finally:
             await aclose(chunks)
-        choices = [
-            wire.Choice(
-                index=index,
-                message=wire.ChatCompletionMessage(content=collected.text(index)),
-                logprobs=wire.ChoiceLogprobs(content=collected.logprobs.get(index, []))
-                if run.generation.sampling.logprobs
-                else None,
-                finish_reason=collected.finish.get(index, "stop"),
-            )
-            for index in range(run.choices)
-        ]
         return wire.ChatCompletion(
             id=run.id,
             created=run.created,
             model=run.entry.name,
             system_fingerprint=run.entry.fingerprint,
-            choices=choices,
-            usage=run.usage(),
+            choices=[assembled.choice(index) for index in range(run.choices)],
+            usage=assembled.usage or run.usage(),
         ).model_dump(mode="json")
 
     def _generate(self, run: ChatRun, index: int) -> AsyncIterator[Delta]:
         sampling = run.generation.sampling
         if sampling.seed is not None and index:
             sampling = replace(sampling, seed=sampling.seed + index)
-        return run.entry.chat_backend().generate(replace(run.generation, sampling=sampling))
+        return run.backend.generate(replace(run.generation, sampling=sampling))
 
     async def _chunks(self, ctx: RequestContext, run: ChatRun) -> AsyncIterator[dict[str, Any]]:
         first = self._generate(run, 0)
@@ -179,6 +208,7 @@ class ChatService:
     async def _choice_chunks(
         self, run: ChatRun, index: int, deltas: AsyncIterator[Delta]
     ) -> AsyncIterator[dict[str, Any]]:
+        output = run.output()
         try:
             opening = wire.ChunkChoice(
                 index=index, delta=wire.ChunkDelta(role="assistant", content="")
@@ -186,45 +216,23 @@ class ChatService:
             yield run.chunk([opening])
             async for delta in deltas:
                 run.meter.completion_tokens += delta.tokens
-                if delta.text or delta.logprobs:
-                    yield run.chunk([self._content_choice(index, delta)])
+                pieces = output.feed(delta.text, delta.tokens) if delta.text else []
+                logprobs = wire_logprobs(delta.logprobs) if delta.logprobs else None
+                for piece in pieces or ([wire.ChunkDelta()] if logprobs else []):
+                    yield run.chunk([wire.ChunkChoice(index=index, delta=piece, logprobs=logprobs)])
+                    logprobs = None
                 if delta.finish_reason:
-                    yield run.chunk(
-                        [
-                            wire.ChunkChoice(
-                                index=index,
-                                delta=wire.ChunkDelta(),
-                                finish_reason=delta.finish_reason,
-                            )
-                        ]
+                    for piece in output.finish():
+                        yield run.chunk([wire.ChunkChoice(index=index, delta=piece)])
+                    reason = (
+                        "tool_calls"
+                        if output.calls and delta.finish_reason == "stop"
+                        else (delta.finish_reason)
                     )
+                    closing = wire.ChunkChoice(
+                        index=index, delta=wire.ChunkDelta(), finish_reason=reason
+                    )
+                    yield run.chunk([closing])
         finally:
+            run.reasoning_tokens += output.reasoning_tokens
             await aclose(deltas)
-
-    def _content_choice(self, index: int, delta: Delta) -> wire.ChunkChoice:
-        return wire.ChunkChoice(
-            index=index,
-            delta=wire.ChunkDelta(content=delta.text),
-            logprobs=wire_logprobs(delta.logprobs) if delta.logprobs else None,
-        )
-
-
-class _Collected:
-    """Choices assembled from stream chunks."""
-
-    def __init__(self) -> None:
-        self.texts: dict[int, list[str]] = {}
-        self.logprobs: dict[int, list[Any]] = {}
-        self.finish: dict[int, str] = {}
-
-    def add(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk["choices"]:
-            index = choice["index"]
-            self.texts.setdefault(index, []).append(choice["delta"].get("content") or "")
-            if choice["logprobs"]:
-                self.logprobs.setdefault(index, []).extend(choice["logprobs"]["content"])
-            if choice["finish_reason"]:
-                self.finish[index] = choice["finish_reason"]
-
-    def text(self, index: int) -> str:
-        return "".join(self.texts.get(index, []))

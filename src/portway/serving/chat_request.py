@@ -3,37 +3,64 @@ refusing by name every parameter the model or Portway cannot honour."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from portway.backends.base import Capabilities, Message, SamplingParams, ToolCall
+from jsonschema import Draft202012Validator, SchemaError
+
+from portway.backends.base import (
+    Capabilities,
+    ChatBackend,
+    Grammar,
+    Message,
+    SamplingParams,
+    ToolCall,
+    ToolSpec,
+)
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.chat import (
     AssistantMessage,
     ChatCompletionRequest,
     ChatMessage,
     Content,
+    JSONObjectFormat,
+    JSONSchemaResponseFormat,
+    NamedToolChoice,
     ToolMessage,
 )
 
 NOT_YET = "is not supported by Portway yet"
 
+ToolMode = Literal["none", "auto", "required", "named"]
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """What the request allows the model to do with tools."""
+
+    tools: tuple[ToolSpec, ...] = ()
+    mode: ToolMode = "none"
+    name: str | None = None
+    parallel: bool = True
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tools) and self.mode != "none"
+
+    @property
+    def forced(self) -> bool:
+        return self.mode in ("required", "named")
+
+
+def _constrained_format(request: ChatCompletionRequest) -> bool:
+    return isinstance(request.response_format, JSONObjectFormat | JSONSchemaResponseFormat)
+
 
 def _refusals(request: ChatCompletionRequest) -> dict[str, Any]:
     """Parameters that are set but cannot be honoured, with the reason."""
     checks: dict[str, tuple[bool, str]] = {
-        "tools": (request.tools is not None, NOT_YET),
-        "tool_choice": (request.tool_choice is not None, NOT_YET),
-        "parallel_tool_calls": (request.parallel_tool_calls is not None, NOT_YET),
         "functions": (request.functions is not None, "is deprecated; use 'tools'"),
         "function_call": (request.function_call is not None, "is deprecated; use 'tool_choice'"),
-        "response_format": (
-            request.response_format not in (None, {"type": "text"}),
-            NOT_YET + " (only {'type': 'text'})",
-        ),
-        "reasoning_effort": (
-            request.reasoning_effort is not None,
-            "is not supported by this model",
-        ),
         "modalities": (request.modalities not in (None, ["text"]), "supports only ['text']"),
         "audio": (request.audio is not None, "is not supported by this model"),
         "prediction": (request.prediction is not None, NOT_YET),
@@ -58,8 +85,16 @@ def _refusals(request: ChatCompletionRequest) -> dict[str, Any]:
 
 def check_supported(request: ChatCompletionRequest, capabilities: Capabilities) -> None:
     """Raise UnsupportedParameter for the first parameter that cannot be honoured."""
-    for name, reason in _refusals(request).items():
+    refused = _refusals(request)
+    if refused:
+        name, reason = next(iter(refused.items()))
         raise UnsupportedParameter(name, reason)
+    if request.tools and not capabilities.tools:
+        raise UnsupportedParameter("tools", "is not supported by this model")
+    if _constrained_format(request) and not capabilities.json_schema:
+        raise UnsupportedParameter("response_format", "is not supported by this model")
+    if request.reasoning_effort is not None and not capabilities.reasoning_effort:
+        raise UnsupportedParameter("reasoning_effort", "is not supported by this model")
     if request.logprobs and not capabilities.logprobs:
         raise UnsupportedParameter("logprobs", "is not supported by this model")
     if request.logit_bias and not capabilities.logit_bias:
@@ -95,7 +130,7 @@ def _to_message(message: ChatMessage, index: int, capabilities: Capabilities) ->
         )
         return Message("assistant", text, name=message.name, tool_calls=calls)
     if isinstance(message, ToolMessage):
-        return Message("tool", text, tool_call_id=message.tool_call_id)
+        return Message("tool", text, name=message.name, tool_call_id=message.tool_call_id)
     return Message(message.role, text, name=message.name)
 
 
@@ -145,3 +180,89 @@ def to_sampling(request: ChatCompletionRequest) -> SamplingParams:
         logprobs=bool(request.logprobs),
         top_logprobs=request.top_logprobs or 0,
     )
+
+
+def _tool_spec(tool: Any, index: int) -> ToolSpec:
+    function = tool.function
+    parameters = function.parameters or {"type": "object", "properties": {}}
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as exc:
+        raise InvalidRequest(
+            f"The parameters of tool '{function.name}' are not a valid JSON Schema: {exc.message}",
+            param=f"tools[{index}].function.parameters",
+        ) from exc
+    return ToolSpec(function.name, function.description or "", parameters, bool(function.strict))
+
+
+def to_tool_use(request: ChatCompletionRequest) -> ToolUse:
+    """Validate ``tools``, ``tool_choice`` and ``parallel_tool_calls`` together."""
+    if not request.tools:
+        for name in ("tool_choice", "parallel_tool_calls"):
+            value = getattr(request, name)
+            if value is not None and value != "none":
+                raise InvalidRequest(
+                    f"'{name}' is only allowed when 'tools' are specified.", param=name
+                )
+        return ToolUse()
+    specs: list[ToolSpec] = []
+    for index, tool in enumerate(request.tools):
+        if any(spec.name == tool.function.name for spec in specs):
+            raise InvalidRequest(
+                f"Tool names must be unique; '{tool.function.name}' is given twice.",
+                param=f"tools[{index}].function.name",
+            )
+        specs.append(_tool_spec(tool, index))
+    choice = request.tool_choice or "auto"
+    parallel = request.parallel_tool_calls is not False
+    if isinstance(choice, NamedToolChoice):
+        if choice.function.name not in {spec.name for spec in specs}:
+            raise InvalidRequest(
+                f"tool_choice names '{choice.function.name}', which is not among 'tools'.",
+                param="tool_choice",
+            )
+        return ToolUse(tuple(specs), "named", choice.function.name, parallel=False)
+    return ToolUse(tuple(specs), choice, parallel=parallel)
+
+
+def constraint_for(
+    request: ChatCompletionRequest, tool_use: ToolUse, backend: ChatBackend
+) -> Grammar | None:
+    """What constrained decoding must enforce: a forced tool call, or the
+    response format's JSON (after free reasoning, for reasoning models); None
+    when the model is free. Compiling may take a while: call it off the loop."""
+    from portway import constrain
+
+    grammar = _grammar_for(request, tool_use, backend.tool_family)
+    if grammar is not None and backend.reasons:
+        return constrain.allow_reasoning(
+            grammar, starts_inside=backend.reasoning_opened_by_template
+        )
+    return grammar
+
+
+def _grammar_for(request: ChatCompletionRequest, tool_use: ToolUse, family: str) -> Grammar | None:
+    from portway import constrain
+
+    if tool_use.forced:
+        choice: Literal["required", "named"] = "named" if tool_use.mode == "named" else "required"
+        return constrain.tool_call_grammar(
+            tool_use.tools,
+            family=family,
+            choice=choice,
+            name=tool_use.name,
+            parallel=tool_use.parallel,
+        )
+    fmt = request.response_format
+    if isinstance(fmt, JSONSchemaResponseFormat) and tool_use.active:
+        raise UnsupportedParameter(
+            "response_format",
+            "cannot be enforced together with tool_choice 'auto' yet; use tool_choice "
+            "'required' or a named function, or leave out 'tools' for the final answer",
+        )
+    if isinstance(fmt, JSONObjectFormat):
+        return constrain.json_object_grammar()
+    if isinstance(fmt, JSONSchemaResponseFormat):
+        schema = fmt.json_schema.schema_ or {"type": "object"}
+        return constrain.json_schema_grammar(schema, param="response_format.json_schema.schema")
+    return None

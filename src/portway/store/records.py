@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 USAGE_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
 """The values a :attr:`UsageRecord.status` may take."""
@@ -70,3 +71,49 @@ class UsageSummary:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+
+
+RESPONSE_STATUSES: tuple[str, ...] = (
+    "completed",
+    "failed",
+    "cancelled",
+    "incomplete",
+    "in_progress",
+)
+"""The values a :attr:`StoredResponse.status` may take."""
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """One response of the Responses API, as its owner may read it back.
+
+    ``input_items`` and ``output_items`` are OpenAI item objects (plain JSON, each
+    with its ``id``); ``body`` is the whole response object as last sent.
+    """
+
+    id: str
+    user_id: int
+    previous_response_id: str | None
+    model: str
+    status: str  # one of RESPONSE_STATUSES
+    created_at: datetime
+    input_items: tuple[dict[str, Any], ...]
+    output_items: tuple[dict[str, Any], ...]
+    body: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of a response's input items."""
+
+    items: tuple[dict[str, Any], ...]
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """A stored secret's name and dates; its value never leaves the store unasked."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime

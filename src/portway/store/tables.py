@@ -124,10 +124,43 @@ usage_records = Table(
     Index(None, "started_at"),
 )
 
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("previous_response_id", String(128), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("input_items", JSON(), nullable=False),
+    Column("output_items", JSON(), nullable=False),
+    Column("body", JSON(), nullable=False),
+    CheckConstraint(
+        "status IN ('completed', 'failed', 'cancelled', 'incomplete', 'in_progress')",
+        name="status",
+    ),
+)
+
 model_versions = Table(
     "model_versions",
     metadata,
     Column("model", String(200), primary_key=True),
     Column("version_id", String(200), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
+)
+
+stored_secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("ciphertext", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -1,0 +1,22 @@
+"""``POST /images/generations``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from portway.api.deps import context, parse_body, services
+from portway.api.disconnect import cancel_on_disconnect
+from portway.protocol.images import ImageGenerationRequest
+
+router = APIRouter()
+
+
+@router.post("/images/generations", response_model=None)
+async def create_image(request: Request) -> Any:
+    ctx = await context(request, "images.generations")
+    body = await parse_body(request, ImageGenerationRequest)
+    work = services(request).images.generate(ctx, body, str(request.base_url))
+    return JSONResponse(await cancel_on_disconnect(request, work))

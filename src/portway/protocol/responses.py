@@ -1,0 +1,457 @@
+"""Responses API wire models, after OpenAI's ``CreateResponse``, ``Response`` and
+``ResponseStreamEvent`` schemas (and the openai client's ``types.responses``).
+
+Every request field OpenAI defines is declared, so that serving honours it or
+refuses it by name. Unions carry tags of the form ``kind:name`` (callable
+discriminators), so that an unknown item, tool or part type reaches serving as
+an ``Other*`` model and is refused there by name instead of failing validation
+with a puzzling message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
+
+from portway.protocol.base import RequestModel, ResponseModel
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+Text = Annotated[str, Field(max_length=10 * 1024 * 1024)]
+
+# ---------------------------------------------------------------- request: input
+
+
+class ContentPart(RequestModel):
+    """One part of a message's content. Text parts (``input_text``, ``output_text``,
+    ``refusal``) reach the model; other types (``input_image``, ``input_file``,
+    ``input_audio``) are refused by name in serving."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+    text: Text | None = None
+    refusal: Text | None = None
+
+
+Content = Text | list[ContentPart]
+
+
+class InputMessage(RequestModel):
+    """A message: ``EasyInputMessage`` (string content, no type) or a full input or
+    output message item, as a client echoes it back."""
+
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Content
+    id: str | None = Field(default=None, max_length=128)
+    status: ItemStatus | None = None
+    phase: Literal["commentary", "final_answer"] | None = None
+
+
+class FunctionCallInput(RequestModel):
+    """A function call the model made earlier (``ResponseFunctionToolCall``)."""
+
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128)
+    arguments: Text
+    id: str | None = Field(default=None, max_length=128)
+    status: ItemStatus | None = None
+
+
+class FunctionCallOutputInput(RequestModel):
+    """The result of a function call, answering ``call_id``."""
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=128)
+    output: Content
+    id: str | None = Field(default=None, max_length=128)
+    status: ItemStatus | None = None
+
+
+class ReasoningInput(RequestModel):
+    """Earlier reasoning, echoed back: accepted, but not shown to the model again
+    (as with ``reasoning_content`` in chat)."""
+
+    type: Literal["reasoning"]
+    id: str | None = Field(default=None, max_length=128)
+    summary: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+    status: ItemStatus | None = None
+
+
+class OtherInput(RequestModel):
+    """Any other item type (``item_reference``, ``web_search_call``, ...): refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+def _kind(value: Any, known: frozenset[str], prefix: str, default: str | None) -> str:
+    found = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+    return f"{prefix}:{found}" if found in known else f"{prefix}:other"
+
+
+_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+
+
+def _item_kind(value: Any) -> str:
+    return _kind(value, _ITEM_TYPES, "item", "message")
+
+
+InputItem = Annotated[
+    Annotated[InputMessage, Tag("item:message")]
+    | Annotated[FunctionCallInput, Tag("item:function_call")]
+    | Annotated[FunctionCallOutputInput, Tag("item:function_call_output")]
+    | Annotated[ReasoningInput, Tag("item:reasoning")]
+    | Annotated[OtherInput, Tag("item:other")],
+    Discriminator(_item_kind),
+]
+
+# ---------------------------------------------------------------- request: tools
+
+
+class FunctionTool(RequestModel):
+    """A function the model may call, in the Responses API's flat shape."""
+
+    type: Literal["function"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    # Declared so that they can be refused by name.
+    defer_loading: bool | None = None
+    output_schema: dict[str, Any] | None = None
+    allowed_callers: list[str] | None = None
+
+
+class OtherTool(RequestModel):
+    """A hosted tool (``web_search``, ``file_search``, ``mcp``, ...): refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+def _tool_kind(value: Any) -> str:
+    return _kind(value, frozenset({"function"}), "tool", None)
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("tool:function")] | Annotated[OtherTool, Tag("tool:other")],
+    Discriminator(_tool_kind),
+]
+
+
+class ToolChoiceObject(RequestModel):
+    """``{"type": "function", "name"}``, ``{"type": "allowed_tools", "mode", "tools"}``,
+    or a hosted tool's choice (refused in serving)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+    name: str | None = None
+    mode: Literal["auto", "required"] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceObject
+
+# ---------------------------------------------------------------- request: the rest
+
+
+class TextFormat(RequestModel):
+    """``text``, ``json_object``, or ``json_schema`` with ``name`` and ``schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_fields(self) -> TextFormat:
+        if self.type == "json_schema" and (self.name is None or self.schema_ is None):
+            raise ValueError("a 'json_schema' format needs 'name' and 'schema'")
+        if self.type != "json_schema" and (self.name or self.schema_ or self.strict):
+            raise ValueError(f"a '{self.type}' format takes no 'name', 'schema' or 'strict'")
+        return self
+
+
+class TextConfig(RequestModel):
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(RequestModel):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+    mode: str | None = None
+    context: Literal["auto", "current_turn", "all_turns"] | None = None
+
+
+class StreamOptions(RequestModel):
+    include_obfuscation: bool | None = None
+
+
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
+
+
+class CreateResponse(RequestModel):
+    """``POST /responses``. Every field of OpenAI's ``CreateResponse`` is declared;
+    ``seed`` is a Portway extension (the chat API's), for reproducible sampling."""
+
+    model: str
+    input: Text | list[InputItem] | None = None
+    instructions: Text | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    store: bool | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    user: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+    service_tier: str | None = None
+    include: list[str] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    seed: int | None = None
+    # Declared so they can be refused by name.
+    background: bool | None = None
+    background_options: dict[str, Any] | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
+    moderation: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: str | None = None
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> CreateResponse:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+        return self
+
+
+# ---------------------------------------------------------------- response: items
+
+
+class LogprobTop(ResponseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class Logprob(ResponseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[LogprobTop]
+
+
+class OutputText(ResponseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = []
+    logprobs: list[Logprob] = []
+
+
+class OutputMessage(ResponseModel):
+    id: str
+    type: Literal["message"] = "message"
+    status: ItemStatus
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText]
+
+
+class FunctionCallOutput(ResponseModel):
+    """A function call the model made (``ResponseFunctionToolCall``)."""
+
+    id: str
+    type: Literal["function_call"] = "function_call"
+    status: ItemStatus
+    call_id: str
+    name: str
+    arguments: str
+
+
+class ReasoningText(ResponseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningOutput(ResponseModel):
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    status: ItemStatus
+    summary: list[Any] = []
+    content: list[ReasoningText]
+
+
+OutputItem = OutputMessage | FunctionCallOutput | ReasoningOutput
+
+# ---------------------------------------------------------------- response: object
+
+
+class InputTokensDetails(ResponseModel):
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(ResponseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(ResponseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_tokens_details: InputTokensDetails = InputTokensDetails()
+    output_tokens_details: OutputTokensDetails = OutputTokensDetails()
+
+
+class ResponseError(ResponseModel):
+    code: str
+    message: str
+
+
+class IncompleteDetails(ResponseModel):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class Response(ResponseModel):
+    """The response object, as OpenAI returns it."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: ResponseStatus
+    background: bool = False
+    completed_at: int | None = None
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    model: str
+    output: list[OutputItem] = []
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    prompt_cache_key: str | None = None
+    reasoning: dict[str, Any] = {"effort": None, "summary": None}
+    safety_identifier: str | None = None
+    service_tier: str = "default"
+    store: bool = True
+    temperature: float = 1.0
+    text: dict[str, Any] = {"format": {"type": "text"}}
+    tool_choice: Any = "auto"
+    tools: list[dict[str, Any]] = []
+    top_logprobs: int = 0
+    top_p: float = 1.0
+    truncation: Literal["auto", "disabled"] = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    metadata: dict[str, str] = {}
+    # OpenAI's schema types these as a string and an object: left out when unset.
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"user", "usage"})
+
+
+class DeletedResponse(ResponseModel):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: bool = True
+
+
+class InputItemList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+# ---------------------------------------------------------------- stream events
+
+
+class Event(ResponseModel):
+    """A stream event; ``type`` is also the SSE ``event:`` name."""
+
+    type: str
+    sequence_number: int
+
+
+class ResponseEvent(Event):
+    """``response.created`` / ``.in_progress`` / ``.completed`` / ``.failed`` /
+    ``.incomplete``."""
+
+    response: Response
+
+
+class OutputItemEvent(Event):
+    """``response.output_item.added`` / ``.done``."""
+
+    output_index: int
+    item: OutputItem
+
+
+class ContentPartEvent(Event):
+    """``response.content_part.added`` / ``.done``."""
+
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | ReasoningText
+
+
+class TextDeltaEvent(Event):
+    """``response.output_text.delta``, or ``response.reasoning_text.delta``
+    (without ``logprobs``)."""
+
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[Logprob] | None = None
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"logprobs"})
+
+
+class TextDoneEvent(Event):
+    """``response.output_text.done``, or ``response.reasoning_text.done``."""
+
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[Logprob] | None = None
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"logprobs"})
+
+
+class ArgumentsDeltaEvent(Event):
+    """``response.function_call_arguments.delta``."""
+
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ArgumentsDoneEvent(Event):
+    """``response.function_call_arguments.done``."""
+
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str

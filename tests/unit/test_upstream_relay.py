@@ -1,0 +1,159 @@
+"""The relay service against a real (fake) upstream over HTTP, for every endpoint it
+relays: chat, responses, embeddings and images, unary and streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from portway.aio import aclose
+from portway.auth.principal import Principal
+from portway.backends.upstream import upstream_backend
+from portway.errors import InvalidRequest, UnsupportedParameter
+from portway.registry.catalog import OpenAISpec
+from portway.registry.models import ModelEntry, Registry
+from portway.registry.refs import ModelRef
+from portway.serving.context import RequestContext
+from portway.serving.relay import RelayService
+from portway.serving.relay_endpoints import CHAT, EMBEDDINGS, IMAGES, RESPONSES
+from portway.store import UsageRecord, User
+from tests.upstreams import FakeUpstream
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.rows: list[UsageRecord] = []
+
+    def record(self, record: UsageRecord) -> None:
+        self.rows.append(record)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeUpstream]:
+    fake = FakeUpstream(tmp_path_factory.mktemp("fake-upstream")).start()
+    yield fake
+    fake.stop()
+
+
+def _entry(upstream: FakeUpstream, model: str, kind: str, upstream_model: str) -> ModelEntry:
+    spec = OpenAISpec.model_validate(
+        {
+            "user": "up",
+            "app": "stream",
+            "model": model,
+            "backend": "openai",
+            "kind": kind,
+            "base_url": upstream.base_url,
+            "upstream_model": upstream_model,
+        }
+    )
+    return ModelEntry(ModelRef("up", "stream", model), "0" * 32, upstream_backend(spec))
+
+
+@pytest.fixture
+async def relay(upstream: FakeUpstream) -> AsyncIterator[tuple[RelayService, Ledger]]:
+    entries = [
+        _entry(upstream, "chat", "chat", "ok"),
+        _entry(upstream, "embed", "embedding", "embed-up"),
+        _entry(upstream, "paint", "image", "paint-up"),
+    ]
+    ledger = Ledger()
+    service = RelayService(Registry(entries), ledger, [httpx.AsyncClient()])
+    for entry in entries:
+        entry.backend.attach(service.clients, None)  # type: ignore[attr-defined]
+    yield service, ledger
+    await service.close()
+
+
+def _ctx(endpoint: str) -> RequestContext:
+    user = User(id=1, name="up", is_admin=False, created_at=datetime.now(UTC))
+    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), endpoint)
+
+
+def _raw(**body: object) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _entry_of(service: RelayService, name: str) -> ModelEntry:
+    return service.registry.resolve(f"up/stream/models/{name}", _ctx("x").principal)
+
+
+async def test_embeddings_relay_with_usage(relay: tuple[RelayService, Ledger]) -> None:
+    service, ledger = relay
+    raw = _raw(model="up/stream/models/embed", input=["a", "b"])
+    call = service.accept(_ctx("embeddings"), _entry_of(service, "embed"), raw, EMBEDDINGS)
+    body = json.loads(await service.complete(call))
+    assert body["model"] == "up/stream/models/embed"
+    assert len(body["data"]) == 2
+    assert (ledger.rows[0].prompt_tokens, ledger.rows[0].status) == (6, "completed")
+    assert ledger.rows[0].endpoint == "embeddings"
+
+
+async def test_images_relay_counts_images(relay: tuple[RelayService, Ledger]) -> None:
+    service, ledger = relay
+    raw = _raw(model="up/stream/models/paint", prompt="a lighthouse", n=2)
+    call = service.accept(_ctx("images.generations"), _entry_of(service, "paint"), raw, IMAGES)
+    body = json.loads(await service.complete(call))
+    assert [item["url"] for item in body["data"]] == ["https://images.example/fake.png"] * 2
+    assert ledger.rows[0].completion_tokens == 2
+    with pytest.raises(UnsupportedParameter):
+        service.accept(_ctx("images"), _entry_of(service, "paint"), _raw(stream=True), IMAGES)
+
+
+async def test_wrong_kind_is_refused_before_anything_is_sent(
+    relay: tuple[RelayService, Ledger], upstream: FakeUpstream
+) -> None:
+    service, ledger = relay
+    with pytest.raises(InvalidRequest) as caught:
+        service.accept(_ctx("chat"), _entry_of(service, "embed"), _raw(messages=[]), CHAT)
+    assert caught.value.code == "wrong_model_kind"
+    assert ledger.rows == []
+
+
+async def test_responses_unary_and_stream(relay: tuple[RelayService, Ledger]) -> None:
+    service, ledger = relay
+    entry = _entry_of(service, "chat")
+    call = service.accept(_ctx("responses"), entry, _raw(input="hi"), RESPONSES)
+    body = json.loads(await service.complete(call))
+    assert body["model"] == "up/stream/models/chat"
+    call = service.accept(_ctx("responses"), entry, _raw(input="hi", stream=True), RESPONSES)
+    stream = await service.stream(call)
+    frames = b""
+    try:
+        async for frame in stream.frames:
+            frames += frame
+    finally:
+        await aclose(stream.frames)
+    events = [event for event in frames.decode().split("\n\n") if event]
+    assert [event.split("\n")[0] for event in events] == [
+        "event: response.created",
+        "event: response.output_text.delta",
+        "event: response.completed",
+    ]
+    completed = json.loads(events[-1].split("data: ", 1)[1])
+    assert completed["response"]["model"] == "up/stream/models/chat"
+    assert [(row.prompt_tokens, row.completion_tokens) for row in ledger.rows] == [(5, 2), (5, 2)]
+
+
+async def test_chat_stream_frames(relay: tuple[RelayService, Ledger], tmp_path: Path) -> None:
+    service, ledger = relay
+    raw = _raw(messages=[{"role": "user", "content": "hi"}], stream=True)
+    call = service.accept(_ctx("chat.completions"), _entry_of(service, "chat"), raw, CHAT)
+    stream = await service.stream(call)
+    frames = b""
+    try:
+        async for frame in stream.frames:
+            frames += frame
+    finally:
+        await aclose(stream.frames)
+    events = [event for event in frames.decode().split("\n\n") if event]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(event[6:]) for event in events[:-1]]
+    assert all(chunk["choices"] for chunk in chunks)  # the usage chunk stayed with Portway
+    assert {chunk["model"] for chunk in chunks} == {"up/stream/models/chat"}
+    assert (ledger.rows[0].prompt_tokens, ledger.rows[0].completion_tokens) == (7, 6)
