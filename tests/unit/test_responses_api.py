@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from portway.api.responses import invalid_body
+from portway.api.deps import invalid_request
 from portway.protocol.responses import CreateResponse
 
 
 def _error(body: Any) -> tuple[str | None, str]:
     with pytest.raises(ValidationError) as caught:
         CreateResponse.model_validate_json(body if isinstance(body, str) else json.dumps(body))
-    error = invalid_body(caught.value)
+    error = invalid_request(caught.value)
     return error.param, error.message
 
 

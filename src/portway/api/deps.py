@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,29 +56,37 @@ async def context(request: Request, endpoint: str) -> RequestContext:
     )
 
 
-def _param(loc: tuple[int | str, ...]) -> str | None:
-    text = ""
+_FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
+ROLE_TAGS = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _parts(loc: tuple[int | str, ...]) -> list[int | str]:
+    """A pydantic location without the union branch names pydantic adds to it
+    (``str``, ``list[...]``, ``item:message``, or a message's role after its index)."""
+    parts: list[int | str] = []
     for part in loc:
         if isinstance(part, int):
-            text += f"[{part}]"
-        elif part in (
-            "system",
-            "developer",
-            "user",
-            "assistant",
-            "tool",
-            "str",
-            "list[ContentPart]",
-        ):
-            continue  # union branch names pydantic adds to the location
-        else:
-            text += f".{part}" if text else part
+            parts.append(part)
+        elif _FIELD.match(part) and part != "str":
+            after_index = bool(parts) and isinstance(parts[-1], int)
+            if not (after_index and part in ROLE_TAGS):
+                parts.append(part)
+    return parts
+
+
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    """OpenAI's name for a pydantic location: ``messages[0].content``."""
+    text = ""
+    for part in _parts(loc):
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text or None
 
 
 def invalid_request(exc: ValidationError) -> InvalidRequest:
-    """The first validation problem, named the way OpenAI names parameters."""
-    error = exc.errors(include_url=False)[0]
+    """The deepest validation problem (the branch of a union that got furthest),
+    named the way OpenAI names parameters."""
+    errors = exc.errors(include_url=False)
+    error = max(errors, key=lambda found: len(_parts(tuple(found["loc"]))))
     kind = error["type"]
     param = _param(tuple(error["loc"]) + (("role",) if kind == "union_tag_invalid" else ()))
     if kind == "json_invalid":

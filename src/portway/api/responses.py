@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
-from portway.api.deps import context, services
+from portway.api.deps import context, invalid_request, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.base import RequestModel
@@ -22,50 +21,14 @@ from portway.sse import NamedEventStreamResponse
 router = APIRouter()
 
 ENDPOINT = "responses"
-_FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _service(request: Request) -> ResponsesService:
     return ResponsesService(services(request).chat, request.app.state.store)
 
 
-def _parts(loc: tuple[int | str, ...]) -> list[int | str]:
-    """A pydantic location without union branch names (``str``, ``list[...]``,
-    ``item:message``...)."""
-    return [part for part in loc if isinstance(part, int) or (_FIELD.match(part) and part != "str")]
-
-
-def _param(loc: tuple[int | str, ...]) -> str | None:
-    """OpenAI's name for a pydantic location: ``input[0].content``."""
-    text = ""
-    for part in _parts(loc):
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text or None
-
-
-def invalid_body(exc: ValidationError) -> InvalidRequest:
-    """The deepest validation problem of a request body (the branch of a union
-    that got furthest), with its parameter named."""
-    errors = exc.errors(include_url=False)
-    error = max(errors, key=lambda found: len(_parts(tuple(found["loc"]))))
-    kind, param = error["type"], _param(tuple(error["loc"]))
-    if kind == "json_invalid":
-        return InvalidRequest(
-            "We could not parse the JSON body of your request: " + error["msg"], code="invalid_json"
-        )
-    if kind == "extra_forbidden":
-        return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param)
-    if kind in ("model_type", "dict_type") and not error["loc"]:
-        return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    message = f"Invalid value for '{param}': {error['msg']}" if param else error["msg"]
-    return InvalidRequest(message, param=param, code="invalid_value" if param else None)
-
-
 async def _body(request: Request) -> CreateResponse:
-    try:
-        return CreateResponse.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise invalid_body(exc) from exc
+    return await parse_body(request, CreateResponse)
 
 
 @router.post("/responses", response_model=None)
@@ -102,7 +65,7 @@ def _query(request: Request, allowed: set[str]) -> _Query:
     try:
         query = _Query.model_validate(values)
     except ValidationError as exc:
-        raise invalid_body(exc) from exc
+        raise invalid_request(exc) from exc
     unsupported = sorted(set(query.include) - SUPPORTED_INCLUDE)
     if unsupported:
         raise UnsupportedParameter("include", f"supports only {sorted(SUPPORTED_INCLUDE)}")

@@ -12,7 +12,6 @@ from typing import Any
 
 from portway.aio import PrimedStream, aclose, primed
 from portway.backends.base import ChatBackend, Delta, GenerationRequest, TokenLogprob
-from portway.errors import PortwayError
 from portway.protocol import chat as wire
 from portway.registry.models import ModelEntry, Registry
 from portway.serving import chat_request
@@ -20,6 +19,7 @@ from portway.serving.chat_assembly import Assembled
 from portway.serving.chat_output import ChoiceOutput
 from portway.serving.chat_request import ToolUse
 from portway.serving.context import RequestContext
+from portway.serving.metering import ledger_row
 from portway.serving.usage import Meter, UsageRecorder
 from portway.toolcalls import parser_for
 from portway.toolcalls.reasoning import ThinkSplitter
@@ -179,31 +179,19 @@ class ChatService:
         first = self._generate(run, 0)
         prime = await anext(first)
         run.meter.prompt_tokens = prime.prompt_tokens or 0
-        status, code = "cancelled", None
         try:
-            async for chunk in self._choice_chunks(run, 0, first):
-                yield chunk
-            for index in range(1, run.choices):
-                deltas = self._generate(run, index)
-                await anext(deltas)
-                async for chunk in self._choice_chunks(run, index, deltas):
+            with ledger_row(self.recorder, run.meter, ctx):
+                async for chunk in self._choice_chunks(run, 0, first):
                     yield chunk
-            if run.include_usage:
-                yield run.chunk([], run.usage())
-            status = "completed"
-        except PortwayError as exc:
-            status, code = "failed", exc.code or exc.type
-            raise
-        except Exception:
-            status, code = "failed", "server_error"
-            raise
+                for index in range(1, run.choices):
+                    deltas = self._generate(run, index)
+                    await anext(deltas)
+                    async for chunk in self._choice_chunks(run, index, deltas):
+                        yield chunk
+                if run.include_usage:
+                    yield run.chunk([], run.usage())
         finally:
             await aclose(first)
-            self.recorder.record(run.meter.to_record(status, code))
-            ctx.log_fields.update(
-                prompt_tokens=run.meter.prompt_tokens,
-                completion_tokens=run.meter.completion_tokens,
-            )
 
     async def _choice_chunks(
         self, run: ChatRun, index: int, deltas: AsyncIterator[Delta]
