@@ -136,12 +136,13 @@ def section(found: list[Row], limits: Limits, litellm_note: str) -> str:
         HEADING,
         "What a gateway adds in front of a hosted model: `bench/upstream.py`. One fast "
         "stand-in upstream (raw asyncio, canned 16-piece replies) serves all three; Portway "
-        "(one process; PAT auth, an `openai` catalogue entry, the usage ledger) and LiteLLM's "
-        "proxy (one worker, no database, its master key as the token) each run pinned to CPU 0, one at a time; the stand-in "
-        "and the load generator (one keep-alive httpx client per worker) share CPU 1. Streams "
-        "ask for the usage chunk. Latency is to the full body (unary) or the last byte "
-        f"(streamed). Each cell: {limits.requests} requests or {limits.seconds:.0f} s after a "
-        "warm-up. *added p50* is the gateway's p50 minus direct's.",
+        "(one process; PAT auth, an `openai` catalogue entry, the usage ledger) and "
+        "LiteLLM's proxy (one worker, no database, its master key as the token) each run "
+        "pinned to CPU 0, one at a time; the stand-in and the load generator (one keep-alive "
+        "httpx client per worker) share CPU 1. Streams ask for the usage chunk. Latency is "
+        "to the full body (unary) or the last byte (streamed). Each cell: "
+        f"{limits.requests} requests or {limits.seconds:.0f} s after a warm-up. "
+        "*added p50* is the gateway's p50 minus direct's.",
         report.table(
             ["path", "mode", "concurrency", "req/s", "p50 ms", "p99 ms", "added p50 ms", "errors"],
             [

@@ -47,7 +47,7 @@ class EventStreamResponse(Response):
 
     def __init__(
         self,
-        events: AsyncIterator[dict[str, Any]],
+        events: AsyncIterator[Any],
         *,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -71,7 +71,7 @@ class EventStreamResponse(Response):
         finally:
             await aclose(self.events)
 
-    def frame(self, event: dict[str, Any]) -> bytes:
+    def frame(self, event: Any) -> bytes:
         return encode(event)
 
     def tail(self, error: BaseException | None, sent: int) -> bytes:
@@ -99,7 +99,7 @@ class NamedEventStreamResponse(EventStreamResponse):
     """Responses API events: each names its ``type``; no ``[DONE]``; an error is
     an ``error`` event numbered after the ``sent`` events (numbered from 0)."""
 
-    def frame(self, event: dict[str, Any]) -> bytes:
+    def frame(self, event: Any) -> bytes:
         return encode_named(event)
 
     def tail(self, error: BaseException | None, sent: int) -> bytes:
@@ -108,6 +108,24 @@ class NamedEventStreamResponse(EventStreamResponse):
         body = (error if isinstance(error, PortwayError) else PortwayError()).body()["error"]
         fields = {key: body[key] for key in ("code", "message", "param")}
         return encode_named({"type": "error", **fields, "sequence_number": sent})
+
+
+class RelayedEventStreamResponse(EventStreamResponse):
+    """Frames an upstream already encoded, relayed as they come (they carry their
+    own end); a failure after the stream began ends it with ``error_frame(error)``."""
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], error_frame: Callable[[BaseException], bytes]
+    ) -> None:
+        super().__init__(frames)
+        self.error_frame = error_frame
+
+    def frame(self, event: Any) -> bytes:
+        frame: bytes = event
+        return frame
+
+    def tail(self, error: BaseException | None, sent: int) -> bytes:
+        return b"" if error is None else self.error_frame(error)
 
 
 async def _cancel_on_disconnect(receive: Receive, cancel: Callable[[], None]) -> None:

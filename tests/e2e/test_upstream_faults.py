@@ -167,10 +167,13 @@ def test_broken_stream_usage_is_recorded(portway: Server) -> None:
     assert rows[0].model == _model("close-mid-stream")
 
 
-def test_malformed_stream_before_first_byte_is_a_502(client: openai.OpenAI) -> None:
+def test_malformed_stream_before_first_byte_is_a_502_after_retries(
+    client: openai.OpenAI, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model=_model("malformed-sse"), messages=HELLO, stream=True)
     assert caught.value.status_code == 502
+    assert _calls(upstreams[0], "malformed-sse") == 2
 
 
 def test_malformed_json_mid_stream_is_an_error_event(portway: Server, token: str) -> None:

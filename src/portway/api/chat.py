@@ -9,8 +9,7 @@ from fastapi.responses import JSONResponse
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
-from portway.api.relay import relay
-from portway.backends.base import RelayBackend
+from portway.api.relay import relay_if_hosted
 from portway.protocol.chat import ChatCompletionRequest
 from portway.serving.relay_endpoints import CHAT
 from portway.sse import EventStreamResponse
@@ -22,9 +21,8 @@ router = APIRouter()
 async def create_chat_completion(request: Request) -> Any:
     ctx = await context(request, "chat.completions")
     body = await parse_body(request, ChatCompletionRequest)
-    entry = services(request).registry.resolve(body.model, ctx.principal)
-    if isinstance(entry.backend, RelayBackend):
-        return await relay(request, ctx, entry, CHAT)
+    if relayed := await relay_if_hosted(request, ctx, body.model, CHAT):
+        return relayed
     chat = services(request).chat
     run = await chat.accept(ctx, body)
     if body.stream:

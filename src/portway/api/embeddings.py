@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
+from portway.api.relay import relay_if_hosted
 from portway.protocol.embeddings import EmbeddingRequest
+from portway.serving.relay_endpoints import EMBEDDINGS
 
 router = APIRouter()
 
@@ -18,5 +20,7 @@ router = APIRouter()
 async def create_embeddings(request: Request) -> Any:
     ctx = await context(request, "embeddings")
     body = await parse_body(request, EmbeddingRequest)
+    if relayed := await relay_if_hosted(request, ctx, body.model, EMBEDDINGS):
+        return relayed
     result = await cancel_on_disconnect(request, services(request).embeddings.create(ctx, body))
     return JSONResponse(result)

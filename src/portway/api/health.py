@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from portway.api.deps import principal, services
 from portway.backends.base import RelayBackend
 from portway.errors import AuthenticationFailed
+from portway.registry.models import ModelEntry
 
 router = APIRouter()
 
@@ -22,13 +23,13 @@ async def health(request: Request) -> dict[str, Any]:
         except AuthenticationFailed:
             return body
         if who.is_admin:
-            body["models"] = [
-                {"id": entry.name, "version": entry.version_id, "kind": entry.kind}
-                | (
-                    {"endpoints": entry.backend.health()}
-                    if isinstance(entry.backend, RelayBackend)
-                    else {}
-                )
-                for entry in services(request).registry.entries()
-            ]
+            body["models"] = [_detail(entry) for entry in services(request).registry.entries()]
     return body
+
+
+def _detail(entry: ModelEntry) -> dict[str, Any]:
+    """A model's id, version and kind; for a hosted model, its endpoints' states."""
+    found: dict[str, Any] = {"id": entry.name, "version": entry.version_id, "kind": entry.kind}
+    if isinstance(entry.backend, RelayBackend):
+        found["endpoints"] = entry.backend.health()
+    return found

@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
+from portway.api.relay import relay_if_hosted
 from portway.protocol.images import ImageGenerationRequest
+from portway.serving.relay_endpoints import IMAGES
 
 router = APIRouter()
 
@@ -18,5 +20,7 @@ router = APIRouter()
 async def create_image(request: Request) -> Any:
     ctx = await context(request, "images.generations")
     body = await parse_body(request, ImageGenerationRequest)
+    if relayed := await relay_if_hosted(request, ctx, body.model, IMAGES):
+        return relayed
     work = services(request).images.generate(ctx, body, str(request.base_url))
     return JSONResponse(await cancel_on_disconnect(request, work))

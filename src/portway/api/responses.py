@@ -10,10 +10,12 @@ from pydantic import Field, ValidationError
 
 from portway.api.deps import context, invalid_request, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
+from portway.api.relay import relay_if_hosted
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.base import RequestModel
 from portway.protocol.responses import CreateResponse
 from portway.serving.context import RequestContext
+from portway.serving.relay_endpoints import RESPONSES
 from portway.serving.responses import ResponsesService
 from portway.serving.responses_request import SUPPORTED_INCLUDE
 from portway.sse import NamedEventStreamResponse
@@ -35,6 +37,8 @@ async def _body(request: Request) -> CreateResponse:
 async def create_response(request: Request) -> Any:
     ctx = await context(request, ENDPOINT)
     body = await _body(request)
+    if relayed := await relay_if_hosted(request, ctx, body.model, RESPONSES):
+        return relayed
     service = _service(request)
     run = await service.create(ctx, body)
     if body.stream:

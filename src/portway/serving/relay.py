@@ -36,7 +36,13 @@ from portway.registry.models import ModelEntry, Registry
 from portway.serving.context import RequestContext
 from portway.serving.metering import Recorder
 from portway.serving.relay_endpoints import RelayEndpoint, StreamState
-from portway.serving.relay_sse import EventSplitter, ModelRewriter, parse_event, parse_json
+from portway.serving.relay_sse import (
+    EventSplitter,
+    MalformedStream,
+    ModelRewriter,
+    parse_event,
+    parse_json,
+)
 from portway.serving.usage import Meter
 from portway.store import Store
 
@@ -243,6 +249,8 @@ class RelayService:
                 opened.head = self._relay(call, opened, piece)
             outcome = Outcome.OK
             return opened
+        except MalformedStream as exc:  # nothing was sent yet: worth another attempt
+            raise UpstreamUnavailable(f"The upstream of '{entry.name}': {exc.message}") from exc
         except asyncio.CancelledError:
             outcome = Outcome.NEUTRAL
             raise
