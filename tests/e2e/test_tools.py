@@ -355,3 +355,31 @@ def test_random_schemas_give_valid_json(client: openai.OpenAI) -> None:
         jsonschema.validate(json.loads(choice.message.content or ""), schema)
 
     check()
+
+
+def test_auto_tools_with_a_json_schema_answer(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 20}},
+        "required": ["answer"],
+    }
+    for seed in (1, 2, 3):
+        reply = client.chat.completions.create(
+            model=GEMMA,
+            messages=ASK,
+            tools=TOOLS,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema},
+            },
+            max_tokens=80,
+            seed=seed,
+        )
+        message = reply.choices[0].message
+        if message.tool_calls:
+            assert reply.choices[0].finish_reason == "tool_calls"
+            for call in message.tool_calls:
+                _check_call(call)
+        else:
+            assert reply.choices[0].finish_reason == "stop"
+            jsonschema.validate(json.loads(message.content or ""), schema)

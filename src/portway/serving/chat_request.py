@@ -17,6 +17,7 @@ from portway.backends.base import (
     ToolCall,
     ToolSpec,
 )
+from portway.constrain.either import calls_or_answer
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.chat import (
     AssistantMessage,
@@ -253,13 +254,20 @@ def _grammar_for(request: ChatCompletionRequest, tool_use: ToolUse, family: str)
             name=tool_use.name,
             parallel=tool_use.parallel,
         )
+    answer = _answer_grammar(request)
+    if answer is None or not tool_use.active:
+        return answer
+    calls = constrain.tool_call_grammar(
+        tool_use.tools, family=family, choice="required", name=None, parallel=tool_use.parallel
+    )
+    return calls_or_answer(calls, answer)
+
+
+def _answer_grammar(request: ChatCompletionRequest) -> Grammar | None:
+    """The grammar of ``response_format``, if it asks for JSON."""
+    from portway import constrain
+
     fmt = request.response_format
-    if isinstance(fmt, JSONSchemaResponseFormat) and tool_use.active:
-        raise UnsupportedParameter(
-            "response_format",
-            "cannot be enforced together with tool_choice 'auto' yet; use tool_choice "
-            "'required' or a named function, or leave out 'tools' for the final answer",
-        )
     if isinstance(fmt, JSONObjectFormat):
         return constrain.json_object_grammar()
     if isinstance(fmt, JSONSchemaResponseFormat):
