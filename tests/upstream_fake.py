@@ -14,6 +14,11 @@ What it does depends on the ``model`` it is asked for (the catalogue's
 - ``status-NNN``: that status with an OpenAI error envelope (``Retry-After: 1`` on 429)
 - ``flaky-NNN-K``: status NNN for the first K requests, then ``ok``
 - ``echo-key``: 401 whose message quotes the API key it was sent
+- images from ``picture``: a ``url`` to a PNG this server serves itself
+  (``GET /files/picture.png``; ``b64_json`` when asked) with a ``revised_prompt``;
+  ``picture-missing``, ``picture-unreachable``, ``picture-ftp`` and
+  ``picture-html``: a ``url`` to a 404, a closed port, an ``ftp://`` address and
+  an HTML page; other image models: ``https://images.example/fake.png``
 
 ``GET /stats`` gives the requests seen (by model), the Authorization headers and
 how many streams are open; ``POST /fail`` makes every request a 500 (``/heal``
@@ -24,6 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import functools
+import io
 import json
 import time
 from collections import Counter
@@ -203,9 +211,51 @@ async def _responses(state: State, body: dict[str, Any]) -> Response:
     )
 
 
-async def _images(body: dict[str, Any]) -> Response:
-    data = [{"url": "https://images.example/fake.png"} for _ in range(body.get("n") or 1)]
+REVISED = "A revised prompt, from the fake upstream."
+PICTURE_URLS = {
+    "picture": "{base}files/picture.png",
+    "picture-missing": "{base}files/missing.png",
+    "picture-unreachable": "http://127.0.0.1:9/picture.png",
+    "picture-ftp": "ftp://127.0.0.1/picture.png",
+    "picture-html": "{base}files/page.html",
+}
+
+
+@functools.cache
+def picture_png() -> bytes:
+    """A small PNG (16x8, two colours), made with Pillow once."""
+    from PIL import Image
+
+    image = Image.new("RGB", (16, 8), (200, 40, 40))
+    image.paste((40, 40, 200), (8, 0, 16, 8))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _picture(model: str, base: str, b64: bool) -> dict[str, Any]:
+    if b64:
+        return {"b64_json": base64.b64encode(picture_png()).decode(), "revised_prompt": REVISED}
+    return {"url": PICTURE_URLS[model].format(base=base), "revised_prompt": REVISED}
+
+
+async def _images(request: Request, body: dict[str, Any]) -> Response:
+    model, count = str(body.get("model")), body.get("n") or 1
+    if model in PICTURE_URLS:
+        b64 = body.get("response_format") == "b64_json"
+        data = [_picture(model, str(request.base_url), b64) for _ in range(count)]
+    else:
+        data = [{"url": "https://images.example/fake.png"} for _ in range(count)]
     return JSONResponse({"created": int(time.time()), "data": data})
+
+
+async def _file(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name == "picture.png":
+        return Response(picture_png(), media_type="image/png")
+    if name == "page.html":
+        return Response("<html>not an image</html>", media_type="text/html")
+    return PlainTextResponse("not found", status_code=404)
 
 
 def create_app(name: str) -> Starlette:
@@ -222,7 +272,7 @@ def create_app(name: str) -> Starlette:
         if path.endswith("/embeddings"):
             return await _embeddings(body)
         if path.endswith("/images/generations"):
-            return await _images(body)
+            return await _images(request, body)
         if path.endswith("/responses"):
             return await _responses(state, body)
         return await _chat(request, state, body)
@@ -248,7 +298,12 @@ def create_app(name: str) -> Starlette:
             state.failing = action == "fail"
         return JSONResponse({"failing": state.failing})
 
+    async def file(request: Request) -> Response:
+        state.paths[request.url.path] += 1
+        return await _file(request)
+
     routes = [
+        Route("/files/{name}", file),
         Route("/v1/chat/completions", relayable, methods=["POST"]),
         Route("/v1/embeddings", relayable, methods=["POST"]),
         Route("/v1/images/generations", relayable, methods=["POST"]),

@@ -39,7 +39,8 @@ async def relay(
 ) -> Response:
     """Relay the request to ``entry``'s upstream: JSON, or a stream of events."""
     service = services(request).relay
-    call = service.accept(ctx, entry, await request.body(), endpoint)
+    body = await request.body()
+    call = service.accept(ctx, entry, body, endpoint, base_url=str(request.base_url))
     if call.stream:
         stream = await cancel_on_disconnect(request, service.stream(call))
         return RelayedEventStreamResponse(stream.frames, stream.error_frame)

@@ -236,6 +236,8 @@ class UpstreamBackend(RelayBackend):
         self.timeouts = spec.timeouts
         self.retry = RetryPolicy.of(spec.retries)
         self.fallbacks = spec.fallbacks
+        self.rehost_images = spec.rehost_images
+        self.url_ttl = spec.url_ttl
         self.key_env = spec.api_key_env
         self.key_secret = spec.api_key_secret
         self.pool = EndpointPool(

@@ -149,9 +149,16 @@ class OpenAISpec(BaseSpec):
     fallbacks: tuple[str, ...] = ()
     eject_after: int = Field(default=3, ge=1, le=1000)
     eject_seconds: float = Field(default=30.0, gt=0, le=86400)
+    rehost_images: bool = False
+    """Image models: keep the upstream's ``url`` results in Portway's media store and
+    answer with Portway's own signed links (see ``portway.serving.rehost``)."""
+    url_ttl: int = Field(default=3600, ge=1)
+    """Seconds a re-hosted image's link stays reachable."""
 
     @model_validator(mode="after")
     def _check_upstream(self) -> OpenAISpec:
+        if self.rehost_images and self.kind != "image":
+            raise ValueError("'rehost_images' applies only to models of kind 'image'")
         if (self.base_url is None) == (not self.endpoints):
             raise ValueError("give either 'base_url' or 'endpoints' (a list of base URLs)")
         if self.api_key_env and self.api_key_secret:

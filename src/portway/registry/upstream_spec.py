@@ -12,6 +12,10 @@ api_key_env = "OPENAI_API_KEY"              # or api_key_secret = "openai" (port
 timeouts = { connect = 10, first_byte = 120, idle = 60, total = 600 }
 retries = { max_attempts = 3, backoff_base = 0.5, backoff_cap = 8, jitter = true }
 fallbacks = ["openai/chat-completion/models/gpt-4.1"]
+
+An image model (``kind = "image"``) may set ``rehost_images = true``: its ``url``
+results are then fetched and served from Portway's own signed, expiring links
+(``url_ttl`` seconds, 3600 by default) instead of the provider's.
 """
 
 from __future__ import annotations

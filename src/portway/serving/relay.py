@@ -34,7 +34,9 @@ from portway.errors import PortwayError
 from portway.registry.catalog import CatalogError
 from portway.registry.models import ModelEntry, Registry
 from portway.serving.context import RequestContext
+from portway.serving.media import MediaStore
 from portway.serving.metering import Recorder
+from portway.serving.rehost import Rehoster
 from portway.serving.relay_endpoints import RelayEndpoint, StreamState
 from portway.serving.relay_sse import (
     EventSplitter,
@@ -68,6 +70,8 @@ class RelayCall:
     body: dict[str, Any]
     meter: Meter
     chain: list[ModelEntry]
+    base_url: str = ""
+    """Where the client reached Portway (for links to re-hosted images)."""
 
     @property
     def stream(self) -> bool:
@@ -115,11 +119,17 @@ def _upstream(entry: ModelEntry) -> UpstreamBackend:
 
 class RelayService:
     def __init__(
-        self, registry: Registry, recorder: Recorder, clients: list[httpx.AsyncClient]
+        self,
+        registry: Registry,
+        recorder: Recorder,
+        clients: list[httpx.AsyncClient],
+        media: MediaStore | None = None,
     ) -> None:
+        """``media`` keeps the images of models that re-host them (none without it)."""
         self.registry = registry
         self.recorder = recorder
         self.clients = clients
+        self.rehoster = Rehoster(media, clients[0]) if media is not None else None
         self._by_name = _names(registry)
 
     @classmethod
@@ -131,7 +141,7 @@ class RelayService:
         upstream model of the same kind."""
         logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per upstream call
         clients = [httpx.AsyncClient(limits=CLIENT_LIMITS, timeout=None) for _ in range(CLIENTS)]
-        service = cls(registry, recorder, clients)
+        service = cls(registry, recorder, clients, MediaStore.open(data_dir))
         try:
             for entry in registry.entries():
                 if isinstance(entry.backend, UpstreamBackend):
@@ -164,10 +174,16 @@ class RelayService:
     # ------------------------------------------------------------------ accept
 
     def accept(
-        self, ctx: RequestContext, entry: ModelEntry, raw: bytes, endpoint: RelayEndpoint
+        self,
+        ctx: RequestContext,
+        entry: ModelEntry,
+        raw: bytes,
+        endpoint: RelayEndpoint,
+        base_url: str = "",
     ) -> RelayCall:
         """Check the model serves ``endpoint``; nothing is sent yet. ``raw`` is the
-        client's body, already validated by the endpoint's request model."""
+        client's body, already validated by the endpoint's request model;
+        ``base_url`` is where the client reached Portway."""
         if entry.kind != endpoint.kind:
             raise entry.wrong_kind(endpoint.path)
         body = json.loads(raw)
@@ -181,7 +197,7 @@ class RelayService:
                 chain.append(fallback)
         endpoint.check(body)
         meter.model, meter.version_id = entry.name, entry.version_id
-        return RelayCall(ctx, entry, endpoint, body, meter, chain)
+        return RelayCall(ctx, entry, endpoint, body, meter, chain, base_url)
 
     # ------------------------------------------------------------------- unary
 
@@ -210,7 +226,22 @@ class RelayService:
             entry,
             call.endpoint.unary_usage(reply) or call.endpoint.estimate(call.body, reply),
         )
+        if backend.rehost_images and call.endpoint.kind == "image":
+            reply = await self._rehost(call, entry, reply, deadline)
+            raw = json.dumps(reply, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return ModelRewriter(entry.name).rewrite(raw, reply, reply)
+
+    async def _rehost(
+        self, call: RelayCall, entry: ModelEntry, reply: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
+        """The images ``reply`` with its URLs on Portway (a 502, not retried, if one
+        cannot be fetched: the upstream has made and charged for the images)."""
+        if self.rehoster is None:
+            raise RuntimeError("the relay has no media store to re-host images in")
+        backend = _upstream(entry)
+        return await self.rehoster.rehost(
+            reply, model=entry.name, base_url=call.base_url, ttl=backend.url_ttl, until=deadline
+        )
 
     # ------------------------------------------------------------------ stream
 
