@@ -10,6 +10,8 @@ too, which the report checks as evidence that the comparison is like for like.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,10 +87,58 @@ def timed_sample(
     )
 
 
+class Noisy(Exception):
+    """Other processes used too much CPU during a run; it was stopped early."""
+
+    def __init__(self, load: float) -> None:
+        super().__init__(f"other processes used {load:.2f} CPUs")
+        self.load = load
+
+
+@dataclass
+class NoiseGuard:
+    """Stops a run (raises ``Noisy``) once processes other than ``pids`` have used
+    over ``limit`` CPUs on average since it started; checked every ``interval`` s.
+
+    On two cores llama.cpp's threads wait for each other at every step, so a
+    neighbour's load slows a run down many times over; stopping it early keeps a
+    repeat cheap. ``load`` is the last average seen.
+    """
+
+    pids: Sequence[int]
+    limit: float = math.inf
+    interval: float = 0.5
+    load: float = 0.0
+    _watch: CpuWatch | None = field(default=None, repr=False)
+    _next: float = 0.0
+
+    def start(self) -> None:
+        self._watch = CpuWatch(self.pids).start()
+        self._next = time.perf_counter() + self.interval
+        self.load = 0.0
+
+    def check(self) -> None:
+        now = time.perf_counter()
+        if self._watch is None or now < self._next:
+            return
+        self._next = now + self.interval
+        self.load = self._watch.foreign_cores()
+        if self.load > self.limit:
+            raise Noisy(self.load)
+
+    def finish(self) -> float:
+        if self._watch is not None:
+            self.load = self._watch.foreign_cores()
+        return self.load
+
+
+UNGUARDED = NoiseGuard(pids=())
+
+
 class Contender(Protocol):
     name: str
 
-    def generate(self, index: int) -> Sample: ...
+    def generate(self, index: int, guard: NoiseGuard = UNGUARDED) -> Sample: ...
 
 
 # --------------------------------------------------------------------------- direct
@@ -127,7 +177,7 @@ class DirectLlama:
     llama: Any
     name: str = "llama-cpp-python (in-process)"
 
-    def generate(self, index: int) -> Sample:
+    def generate(self, index: int, guard: NoiseGuard = UNGUARDED) -> Sample:
         s = self.settings
         text_prompt = gemma_chat_prompt(prompt(index))
         prompt_tokens = len(self.llama.tokenize(text_prompt.encode(), special=True))
@@ -135,7 +185,7 @@ class DirectLlama:
         pieces: list[str] = []
         finish = None
         start = time.perf_counter()
-        for chunk in self.llama.create_completion(
+        chunks = self.llama.create_completion(
             text_prompt,
             max_tokens=s.tokens,
             temperature=s.temperature,
@@ -147,12 +197,15 @@ class DirectLlama:
             seed=s.seed + index,
             logit_bias=s.logit_bias,
             stream=True,
-        ):
-            choice = chunk["choices"][0]
-            if choice["text"]:
-                stamps.append(time.perf_counter())
-                pieces.append(choice["text"])
-            finish = choice["finish_reason"] or finish
+        )
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    stamps.append(time.perf_counter())
+                    pieces.append(choice["text"])
+                finish = choice["finish_reason"] or finish
+                guard.check()
         return timed_sample(
             start,
             stamps,
@@ -209,21 +262,24 @@ class OpenAIStream:
             request["extra_body"] = self.extra_body
         return request
 
-    def generate(self, index: int) -> Sample:
+    def generate(self, index: int, guard: NoiseGuard = UNGUARDED) -> Sample:
         request = self._request(index)
         stamps: list[float] = []
         pieces: list[str] = []
         finish = None
         tokens, prompt_tokens = self.settings.tokens, None
         start = time.perf_counter()
-        for chunk in self.client.chat.completions.create(**request):
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    stamps.append(time.perf_counter())
-                    pieces.append(choice.delta.content)
-                finish = choice.finish_reason or finish
-            if chunk.usage is not None:
-                tokens, prompt_tokens = chunk.usage.completion_tokens, chunk.usage.prompt_tokens
+        with self.client.chat.completions.create(**request) as chunks:
+            for chunk in chunks:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        stamps.append(time.perf_counter())
+                        pieces.append(choice.delta.content)
+                    finish = choice.finish_reason or finish
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                    tokens, prompt_tokens = usage.completion_tokens, usage.prompt_tokens
+                guard.check()
         return timed_sample(
             start,
             stamps,
@@ -238,7 +294,8 @@ class OpenAIStream:
 
 
 MAX_FOREIGN_CORES = 0.15
-"""A round during which other processes used more CPU than this is run again."""
+"""A run during which other processes use more CPU than this is stopped and its
+round run again (while repeats and time remain)."""
 QUIET_WAIT = 60.0
 """Seconds to wait, before each round, for other processes to go quiet."""
 
@@ -249,21 +306,31 @@ class Rounds:
 
     samples: dict[str, list[Sample]]
     foreign: list[float] = field(default_factory=list)
-    """Other processes' load (CPUs) during each kept round."""
+    """Other processes' load (CPUs) during each kept round: its noisiest run's."""
     repeated: list[float] = field(default_factory=list)
-    """Their load during rounds that were thrown away and run again."""
+    """Their load in the runs that stopped a round, which was then run again."""
 
 
-def _round(contenders: Sequence[Contender], index: int, log: Any) -> list[Sample]:
-    samples = []
-    for contender in contenders:
-        sample = contender.generate(index)
-        samples.append(sample)
+def _round(
+    contenders: Sequence[Contender], index: int, guard: NoiseGuard, log: Any
+) -> tuple[list[Sample], float]:
+    """One run of each contender, the first one rotating from round to round (each
+    round starts after an idle wait, which would favour or handicap whoever always
+    came first); the samples in ``contenders`` order and the highest other load."""
+    start = index % len(contenders)
+    order = list(range(start, len(contenders))) + list(range(start))
+    samples: dict[int, Sample] = {}
+    loads = []
+    for position in order:
+        contender = contenders[position]
+        guard.start()
+        samples[position] = contender.generate(index, guard)
+        loads.append(guard.finish())
         log(
-            f"  run {index + 1} {contender.name}: {sample.decode_rate:.1f} tok/s, "
-            f"TTFT {sample.ttft * 1000:.0f} ms"
+            f"  run {index + 1} {contender.name}: {samples[position].decode_rate:.1f} tok/s, "
+            f"TTFT {samples[position].ttft * 1000:.0f} ms, other load {loads[-1]:.2f} CPUs"
         )
-    return samples
+    return [samples[position] for position in range(len(contenders))], max(loads)
 
 
 def run_interleaved(
@@ -276,11 +343,10 @@ def run_interleaved(
 ) -> Rounds:
     """One warm-up each, then ``runs`` rounds of one completion per contender in turn.
 
-    On a shared machine other processes' load slows llama.cpp down a lot (its
-    threads spin at barriers), so each round waits for the machine to go quiet
-    first, and a round during which processes other than ``pids`` used over
-    ``MAX_FOREIGN_CORES`` is run again with the same prompt and seed, at most
-    ``runs`` times and while less than ``budget`` seconds have passed.
+    Each round first waits for the machine to go quiet. A run during which
+    processes other than ``pids`` use over ``MAX_FOREIGN_CORES`` stops its round,
+    which is run again with the same prompt and seed, for at most ``3 * runs``
+    repeats and ``budget`` seconds; after that, rounds are kept however noisy.
     """
     for contender in contenders:
         contender.generate(-1)
@@ -288,14 +354,14 @@ def run_interleaved(
     deadline = time.monotonic() + budget
     index = 0
     while index < runs:
+        may_repeat = len(rounds.repeated) < 3 * runs and time.monotonic() < deadline
+        guard = NoiseGuard(pids, limit=MAX_FOREIGN_CORES if may_repeat else math.inf)
         wait_for_quiet(pids, threshold=MAX_FOREIGN_CORES / 2, limit=QUIET_WAIT)
-        watch = CpuWatch(pids).start()
-        samples = _round(contenders, index, log)
-        foreign = watch.foreign_cores()
-        may_repeat = len(rounds.repeated) < runs and time.monotonic() < deadline
-        if foreign > MAX_FOREIGN_CORES and may_repeat:
-            log(f"  run {index + 1}: other processes used {foreign:.2f} CPUs; running it again")
-            rounds.repeated.append(foreign)
+        try:
+            samples, foreign = _round(contenders, index, guard, log)
+        except Noisy as noisy:
+            log(f"  run {index + 1}: stopped, {noisy}; running the round again")
+            rounds.repeated.append(noisy.load)
             continue
         rounds.foreign.append(foreign)
         for contender, sample in zip(contenders, samples, strict=True):

@@ -42,6 +42,7 @@ SCRIPT = [
 
 SCRIPTED_CATALOG = """\
 default_model = false
+default_embedding_model = false
 
 [[models]]
 user = "bench"

@@ -68,10 +68,14 @@ def generation_settings(result: GenerationResult, runs: int) -> str:
         f"Model `{s.model.name}`, `n_threads={s.threads}`, `n_ctx={s.n_ctx}`, "
         f"{s.tokens} tokens forced per completion (`max_tokens` and `logit_bias` -100 on "
         f"end-of-generation tokens {list(s.end_tokens)}), temperature {s.temperature}, "
-        f"top_p {s.top_p}, seed {s.seed}+run. One warm-up each, then {runs} runs each, "
-        "interleaved. tokens/s is the decode rate from the first token's text to the "
-        "last one's, as the client sees it; TTFT is from sending the request to the "
-        "first text."
+        f"top_p {s.top_p}, seed {s.seed}+run, prompts differing from run to run after a "
+        f"few tokens. One warm-up each, then {runs} runs each, interleaved: one run of "
+        "each per round, the first of the round rotating. tokens/s is the decode rate "
+        "from the first token's text to the last one's, as the client sees it; TTFT is "
+        "from sending the request to the first text. llama-cpp-python's server runs "
+        "with `--chat_format gemma` (the GGUF has no chat template, and its fallback "
+        "is Llama 2's) and `--logits_all false` (its default keeps every prompt "
+        "token's logits), as Portway and the in-process call do."
     )
 
 
@@ -93,7 +97,10 @@ def generation_noise(result: GenerationResult) -> str:
     )
     if rounds.repeated:
         loads = ", ".join(f"{load:.2f}" for load in rounds.repeated)
-        text += f"; {len(rounds.repeated)} round(s) run again (other load {loads} CPUs)"
+        text += (
+            f"; {len(rounds.repeated)} run(s) stopped early by that load ({loads} CPUs), "
+            "their rounds run again"
+        )
     return text + "."
 
 

@@ -142,6 +142,8 @@ def llama_cpp_server(model: Path, *, threads: int, n_ctx: int, log_dir: Path) ->
         # The GGUF has no chat template; without this the server would fall back to
         # Llama 2's format (Portway picks Gemma's from the architecture).
         *("--chat_format", "gemma"),
+        # Its default (true) keeps every prompt token's logits: as Portway, no.
+        *("--logits_all", "false"),
         *("--host", "127.0.0.1", "--port", str(port), "--verbose", "false"),
     ]
     return ServerProcess(
