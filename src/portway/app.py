@@ -50,9 +50,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for entry in registry.entries():
             await entry.backend.start()
         recorder = UsageRecorder(store, settings.usage_flush_seconds)
-        relay = await RelayService.open(registry, recorder, store, settings.data_dir)
-        await recorder.start()
         media_store = MediaStore.open(settings.data_dir)
+        relay = await RelayService.open(registry, recorder, store, settings.data_dir, media_store)
+        await recorder.start()
         await media_store.start()
         app.state.services = deps.Services(
             settings=settings,

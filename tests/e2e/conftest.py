@@ -10,6 +10,17 @@ from tests.e2e.server import Server
 
 GEMMA = "google/gemma/models/gemma-3-270m"
 SCRIPTED = "portway/test/models/scripted"
+HERMES = "portway/test/models/hermes"
+"""A scripted model that writes a Hermes tool call (see server.SCRIPTED_CATALOG)."""
+THINKER = "portway/test/models/thinker"
+"""A scripted model that reasons in <think> before answering."""
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"location": {"type": "string", "description": "City and country"}},
+    "required": ["location"],
+    "additionalProperties": False,
+}
+"""The arguments of the get_weather tool the tool tests use."""
 
 
 @pytest.fixture(scope="session")

@@ -16,24 +16,16 @@ import pytest
 from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import BaseModel, Field, TypeAdapter
 
-from tests.e2e.conftest import GEMMA, SCRIPTED
+from tests.e2e.conftest import GEMMA, HERMES, SCRIPTED, THINKER, WEATHER_SCHEMA
 from tests.e2e.server import SCRIPTED_CATALOG, Server
 from tests.schemas import validate
 
-HERMES = "portway/test/models/hermes"
-THINKER = "portway/test/models/thinker"
-WEATHER = {
-    "type": "object",
-    "properties": {"location": {"type": "string", "description": "City and country"}},
-    "required": ["location"],
-    "additionalProperties": False,
-}
 TOOLS: Any = [
     {
         "type": "function",
         "name": "get_weather",
         "description": "Current temperature for a location.",
-        "parameters": WEATHER,
+        "parameters": WEATHER_SCHEMA,
         "strict": True,
     }
 ]
@@ -315,7 +307,7 @@ def test_forced_function_call_on_gemma(client: openai.OpenAI) -> None:
     )
     calls = [item for item in first.output if item.type == "function_call"]
     assert len(calls) == 1
-    jsonschema.validate(json.loads(calls[0].arguments), WEATHER)
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER_SCHEMA)
     second = client.responses.create(
         model=GEMMA,
         previous_response_id=first.id,

@@ -11,19 +11,11 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.e2e.conftest import GEMMA
+from tests.e2e.conftest import GEMMA, HERMES, THINKER, WEATHER_SCHEMA
 from tests.e2e.server import Server
 from tests.e2e.sse import chunks, raw_events
 from tests.schemas import validate
 
-HERMES = "portway/test/models/hermes"
-THINKER = "portway/test/models/thinker"
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {"location": {"type": "string", "description": "City and country"}},
-    "required": ["location"],
-    "additionalProperties": False,
-}
 TOOLS: Any = [
     {
         "type": "function",

@@ -134,14 +134,19 @@ class RelayService:
 
     @classmethod
     async def open(
-        cls, registry: Registry, recorder: Recorder, store: Store, data_dir: Path
+        cls,
+        registry: Registry,
+        recorder: Recorder,
+        store: Store,
+        data_dir: Path,
+        media: MediaStore,
     ) -> RelayService:
         """The relay and its HTTP clients (shared by every upstream model, each of
         which gets them and its API key). CatalogError if a fallback is not an
         upstream model of the same kind."""
         logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per upstream call
         clients = [httpx.AsyncClient(limits=CLIENT_LIMITS, timeout=None) for _ in range(CLIENTS)]
-        service = cls(registry, recorder, clients, MediaStore.open(data_dir))
+        service = cls(registry, recorder, clients, media)
         try:
             for entry in registry.entries():
                 if isinstance(entry.backend, UpstreamBackend):

@@ -224,7 +224,7 @@ def _usage_row(record: UsageRecord) -> dict[str, Any]:
         )
     _require_aware(record.started_at, f"started_at of usage record {record.request_id!r}")
     _require_aware(record.ended_at, f"ended_at of usage record {record.request_id!r}")
-    return asdict(record)
+    return {name: getattr(record, name) for name in _USAGE_FIELDS}
 
 
 _RESPONSE_FIELDS = tuple(StoredResponse.__dataclass_fields__)
