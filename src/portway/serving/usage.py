@@ -26,6 +26,7 @@ class UsageRecorder:
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def record(self, record: UsageRecord) -> None:
         self._pending.append(record)
@@ -36,8 +37,11 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     async def stop(self) -> None:
+        """Let a flush in progress finish (cancelling it could lose its rows), then
+        write what is left."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping = True
+            self._wake.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush()
@@ -47,12 +51,12 @@ class UsageRecorder:
             rows, self._pending = self._pending[: self._batch], self._pending[self._batch :]
             try:
                 await self._store.record_usage(rows)
-            except Exception:
+            except BaseException:
                 self._pending[:0] = rows
                 raise
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
             self._wake.clear()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict
@@ -125,9 +127,23 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            _execute_pragma(cursor, pragma)
     finally:
         cursor.close()
+
+
+def _execute_pragma(cursor: Any, pragma: str, attempts: int = 100) -> None:
+    """Run ``pragma``, retrying while another connection holds the lock: SQLite
+    answers a journal-mode change on a new file with "locked" at once, without
+    waiting for the busy timeout."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute(pragma)
+            return
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
