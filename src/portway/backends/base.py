@@ -64,6 +64,9 @@ class Grammar:
     param: str | None = None
 
 
+ToolMode = Literal["none", "auto", "required", "named"]
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     messages: tuple[Message, ...]
@@ -72,6 +75,13 @@ class GenerationRequest:
     tools: tuple[ToolSpec, ...] = ()
     """Tools to show the model (rendered by the chat template); empty: none."""
     constraint: Grammar | None = None
+    """Set only for backends whose ``capabilities.grammar`` is true."""
+    tool_mode: ToolMode = "auto"
+    """``tool_choice``: ``named`` forces the function ``tool_name``."""
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None
+    """``response_format`` as the client sent it, when it asks for JSON."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +100,30 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class CallPiece:
+    """Part of a tool call a model reports as such (not as text to parse).
+
+    The first piece of a call (by ``index``, from 0) carries its ``name`` and may
+    carry an ``id``; the ``arguments`` of a call's pieces concatenate to its JSON.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Delta:
     """One step of a generation.
 
     The first delta of every generation carries ``prompt_tokens`` (and no text):
     it is sent once the prompt has been accepted, so errors about the prompt are
     raised before it. Later deltas carry text and the number of tokens they hold;
-    the last one carries ``finish_reason``.
+    the last one carries ``finish_reason``. Backends that know the kind of their
+    output put reasoning in ``reasoning`` and tool calls in ``calls``; ``text``
+    is then the answer's content (still searched for calls in the backend's
+    ``tool_family`` unless that is ``typed``).
     """
 
     text: str = ""
@@ -104,6 +131,8 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
+    reasoning: str = ""
+    calls: tuple[CallPiece, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,9 @@ class Capabilities:
     logprobs: bool = True
     logit_bias: bool = True
     seed: bool = True
+    grammar: bool = True
+    """Whether the backend enforces ``GenerationRequest.constraint``; if not, it
+    gets ``tool_mode`` and ``response_format`` to honour as it can."""
 
 
 Kind = Literal["chat", "embedding", "image"]
@@ -140,7 +172,8 @@ class ChatBackend(ModelBackend):
     capabilities: Capabilities = Capabilities()
     context_length: int = 0
     tool_family: str = "json"
-    """How the model writes tool calls (a parser family of ``portway.toolcalls``)."""
+    """How the model writes tool calls (a parser family of ``portway.toolcalls``),
+    or ``typed``: it reports calls in ``Delta.calls`` and its text is all content."""
     reasons: bool = False
     """Whether the model's output opens with ``<think>`` reasoning."""
     reasoning_opened_by_template: bool = False

@@ -99,7 +99,7 @@ class ChatRun:
                 constrained=self.tool_use.forced,
                 tool_names=[tool.name for tool in self.tool_use.tools],
             )
-            if self.tool_use.active
+            if self.tool_use.active and self.backend.tool_family != "typed"
             else None
         )
         splitter = (
@@ -121,8 +121,10 @@ class ChatService:
         backend = entry.chat_backend()
         chat_request.check_supported(request, backend.capabilities)
         tool_use = chat_request.to_tool_use(request)
-        constraint = await asyncio.to_thread(
-            chat_request.constraint_for, request, tool_use, backend
+        constraint = (
+            await asyncio.to_thread(chat_request.constraint_for, request, tool_use, backend)
+            if backend.capabilities.grammar
+            else None
         )
         generation = GenerationRequest(
             messages=chat_request.to_messages(request, backend.capabilities),
@@ -130,6 +132,10 @@ class ChatService:
             request_id=ctx.request_id,
             tools=tool_use.tools if tool_use.active else (),
             constraint=constraint,
+            tool_mode=tool_use.mode,
+            tool_name=tool_use.name,
+            parallel_tool_calls=tool_use.parallel,
+            response_format=chat_request.json_response_format(request),
         )
         meter = ctx.meter(request.user or request.safety_identifier)
         meter.model, meter.version_id = entry.name, entry.version_id
@@ -205,6 +211,10 @@ class ChatService:
             async for delta in deltas:
                 run.meter.completion_tokens += delta.tokens
                 pieces = output.feed(delta.text, delta.tokens) if delta.text else []
+                if delta.reasoning:
+                    pieces += output.feed_reasoning(delta.reasoning, delta.tokens)
+                if delta.calls:
+                    pieces += output.feed_calls(delta.calls)
                 logprobs = wire_logprobs(delta.logprobs) if delta.logprobs else None
                 for piece in pieces or ([wire.ChunkDelta()] if logprobs else []):
                     yield run.chunk([wire.ChunkChoice(index=index, delta=piece, logprobs=logprobs)])

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from portway.backends.base import CallPiece
 from portway.protocol import chat as wire
-from portway.toolcalls import CallArgs, CallStart, Event, TextEvent, ToolCallParser
+from portway.toolcalls import CallArgs, CallStart, Event, TextEvent, ToolCallParser, new_call_id
 from portway.toolcalls.reasoning import ThinkSplitter
 
 
@@ -24,13 +25,43 @@ class ChoiceOutput:
     single_call: bool = False
     calls: int = 0
     reasoning_tokens: int = 0
-    _in_reasoning: bool = field(default=False, repr=False)
+    _typed_calls: set[int] = field(default_factory=set, repr=False)
 
     def feed(self, text: str, tokens: int = 0) -> list[wire.ChunkDelta]:
         pieces = self.splitter.feed(text) if self.splitter else [("content", text)]
         if self.splitter and any(kind == "reasoning" for kind, _ in pieces):
             self.reasoning_tokens += tokens
         return self._deltas(pieces)
+
+    def feed_reasoning(self, text: str, tokens: int = 0) -> list[wire.ChunkDelta]:
+        """Reasoning the model reported as such."""
+        self.reasoning_tokens += tokens
+        return [wire.ChunkDelta(reasoning_content=text)] if text else []
+
+    def feed_calls(self, pieces: Sequence[CallPiece]) -> list[wire.ChunkDelta]:
+        """Tool calls the model reported as such: OpenAI's delta grammar, an id
+        (made up when the model gave none) and the name once per call."""
+        deltas = []
+        for piece in pieces:
+            if self.single_call and piece.index > 0:
+                continue
+            if piece.index not in self._typed_calls:
+                self._typed_calls.add(piece.index)
+                self.calls += 1
+                function = wire.ChunkFunction(name=piece.name or "", arguments=piece.arguments)
+                call = wire.ChunkToolCall(
+                    index=piece.index,
+                    id=piece.id or new_call_id(),
+                    type="function",
+                    function=function,
+                )
+            elif piece.arguments:
+                function = wire.ChunkFunction(arguments=piece.arguments)
+                call = wire.ChunkToolCall(index=piece.index, function=function)
+            else:
+                continue
+            deltas.append(wire.ChunkDelta(tool_calls=[call]))
+        return deltas
 
     def finish(self) -> list[wire.ChunkDelta]:
         pieces = self.splitter.finish() if self.splitter else []

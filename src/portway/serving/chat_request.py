@@ -263,6 +263,14 @@ def _grammar_for(request: ChatCompletionRequest, tool_use: ToolUse, family: str)
     return calls_or_answer(calls, answer)
 
 
+def json_response_format(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    """``response_format`` as sent, when it asks for JSON (else None)."""
+    if not _constrained_format(request):
+        return None
+    assert request.response_format is not None
+    return request.response_format.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def _answer_grammar(request: ChatCompletionRequest) -> Grammar | None:
     """The grammar of ``response_format``, if it asks for JSON."""
     from portway import constrain
