@@ -121,10 +121,10 @@ class Delta:
     it is sent once the prompt has been accepted, so errors about the prompt are
     raised before it. Later deltas carry text and the number of tokens they hold;
     the last one carries ``finish_reason``. A later ``prompt_tokens`` replaces the
-    first (a model that learns its exact prompt count only as it ends). Backends that know the kind of their
-    output put reasoning in ``reasoning`` and tool calls in ``calls``; ``text``
-    is then the answer's content (still searched for calls in the backend's
-    ``tool_family`` unless that is ``typed``).
+    first (a model that learns its exact prompt count only as it ends). Backends
+    that know the kind of their output put reasoning in ``reasoning`` and tool
+    calls in ``calls``; ``text`` is then the answer's content (still searched for
+    calls in the backend's ``tool_family`` unless that is ``typed``).
     """
 
     text: str = ""

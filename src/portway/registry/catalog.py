@@ -174,9 +174,37 @@ class OpenAISpec(BaseSpec):
         return tuple(url.rstrip("/") for url in found)
 
 
+class PythonSpec(BaseSpec):
+    """A model folder (``model.py`` + ``portway-model.toml``) run in this process.
+
+    ``user``, ``app`` and ``model`` must match the folder's own configuration.
+    """
+
+    backend: Literal["python"]
+    path: Path
+
+
+class RunnerSpec(BaseSpec):
+    """A model served by runners (``portway runner``) that attach to this server.
+
+    Declaring it lists the model in ``/v1/models`` even while no runner is attached
+    (requests then get 503 with ``Retry-After``); undeclared runner models are
+    listed only while a runner is attached.
+    """
+
+    backend: Literal["runner"]
+    kind: Literal["chat", "embedding", "image"] = "chat"
+
+
 # A new backend adds its spec class here and its builder in registry/loader.py.
 ModelSpec = Annotated[
-    LlamaCppSpec | ScriptedSpec | SentenceTransformersSpec | DiffusersSpec | OpenAISpec,
+    LlamaCppSpec
+    | ScriptedSpec
+    | SentenceTransformersSpec
+    | DiffusersSpec
+    | OpenAISpec
+    | PythonSpec
+    | RunnerSpec,
     Field(discriminator="backend"),
 ]
 
