@@ -10,7 +10,7 @@ import pytest
 
 from portway.aio import aclose
 from portway.auth.principal import Principal
-from portway.backends.base import ChatBackend, Delta, GenerationRequest
+from portway.backends.base import CallPiece, Capabilities, ChatBackend, Delta, GenerationRequest
 from portway.backends.scripted import ScriptedBackend
 from portway.errors import BackendError, ContextLengthExceeded, UnsupportedParameter
 from portway.protocol.chat import ChatCompletionRequest
@@ -163,3 +163,64 @@ async def test_accepted_no_op_values() -> None:
         _ctx(), _request(response_format={"type": "text"}, store=False, service_tier="auto")
     )
     assert run.choices == 1
+
+
+class Typed(ChatBackend):
+    """Reports reasoning and a tool call as such, and its exact prompt count last."""
+
+    tool_family = "typed"
+
+    def __init__(self) -> None:
+        self.capabilities = Capabilities(tools=True, json_schema=True, grammar=False)
+        self.seen: list[GenerationRequest] = []
+
+    def count_tokens(self, text: str) -> int:
+        return 1
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        self.seen.append(request)
+        yield Delta(prompt_tokens=1)
+        yield Delta(reasoning="thinking", tokens=2)
+        yield Delta(text='{"a"', tokens=1)
+        yield Delta(calls=(CallPiece(0, name="get_weather", arguments='{"location": '),), tokens=1)
+        yield Delta(calls=(CallPiece(0, arguments='"Paris"}'),), tokens=1)
+        yield Delta(finish_reason="stop", prompt_tokens=7)
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+async def test_typed_calls_and_reasoning_reach_the_unary_body() -> None:
+    backend = Typed()
+    service, ledger = _service(backend)
+    ctx = _ctx()
+    request = _request(tools=TOOLS, tool_choice="required", response_format={"type": "json_object"})
+    body = await service.complete(ctx, await service.accept(ctx, request))
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["reasoning_content"] == "thinking"
+    assert choice["message"]["content"] == '{"a"'  # typed text is content, never parsed
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_")
+    assert call["function"] == {"name": "get_weather", "arguments": '{"location": "Paris"}'}
+    assert body["usage"]["prompt_tokens"] == 7
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
+    assert ledger.rows[0].prompt_tokens == 7
+    (seen,) = backend.seen
+    assert seen.constraint is None  # the backend cannot enforce grammars
+    assert (seen.tool_mode, seen.response_format) == ("required", {"type": "json_object"})
+
+
+async def test_typed_calls_stream_in_openai_delta_grammar() -> None:
+    service, _ = _service(Typed())
+    ctx = _ctx()
+    chunks = await service.stream(ctx, await service.accept(ctx, _request(tools=TOOLS)))
+    calls = [
+        choice["delta"]["tool_calls"][0]
+        async for chunk in chunks
+        for choice in chunk["choices"]
+        if "tool_calls" in choice["delta"]
+    ]
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert calls[0]["id"].startswith("call_")
+    assert "id" not in calls[1] and "name" not in calls[1]["function"]
