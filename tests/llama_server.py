@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from llama_cpp.server.__main__ import main
 
-from portway.backends.llamacpp import _cpu_advertises_amx, _model_params
+from portway.backends.llamacpp import cpu_advertises_amx, model_params
 
 if __name__ == "__main__":
-    with _model_params(extra_buffer_types=not _cpu_advertises_amx()):
+    with model_params(extra_buffer_types=not cpu_advertises_amx()):
         main()

@@ -13,6 +13,7 @@
     ├── ClientDisconnected             499 (nobody reads it; for the log)
     ├── Overloaded                     503 (Retry-After header)
     ├── BackendError                   500 server_error (message is safe to show)
+    ├── ModelFailed                    500 code model_error (a user model's exception)
     ├── BadGateway                     502 code upstream_error (an upstream model failed)
     └── GatewayTimeout                 504 code upstream_timeout (an upstream model was too slow)
 
@@ -150,6 +151,12 @@ class Overloaded(PortwayError):
 
 class BackendError(PortwayError):
     """A failure inside a backend whose message is safe to show to the client."""
+
+
+class ModelFailed(PortwayError):
+    """A user's model (``portway.sdk``) raised; the message is ``"{ExcType}: {message}"``."""
+
+    code = "model_error"
 
 
 class BadGateway(PortwayError):

@@ -40,7 +40,6 @@ them; other control tokens are not.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import ctypes
 import logging
@@ -69,6 +68,7 @@ from portway.backends.base import (
     TopLogprob,
 )
 from portway.backends.templates import ChatTemplate, template_for
+from portway.backends.textstream import StopMatcher, Utf8StreamDecoder
 from portway.constrain.llamacpp import llama_tokenizer
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
 from portway.errors import (
@@ -91,70 +91,6 @@ _SEED_MODULUS = 0xFFFFFFFF
 
 VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
 """Control tokens written out as text (see the module's docstring)."""
-
-
-# --------------------------------------------------------------------------- text
-
-
-class Utf8StreamDecoder:
-    """Decodes a stream of byte pieces, holding back incomplete UTF-8 sequences.
-
-    A token may end in the middle of a multi-byte character; its bytes are kept
-    until the next piece completes it. Invalid bytes become U+FFFD.
-    """
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, piece: bytes) -> str:
-        """The text that ``piece`` completes (possibly empty)."""
-        return self._decoder.decode(piece)
-
-    def flush(self) -> str:
-        """Whatever is held back, with an incomplete sequence as U+FFFD."""
-        return self._decoder.decode(b"", final=True)
-
-
-class StopMatcher:
-    """Cuts streamed text at the first stop string.
-
-    Text that could be the beginning of a stop string is held back until it is
-    known not to be one. The stop string itself and everything after it are dropped.
-    """
-
-    def __init__(self, stops: Iterable[str]) -> None:
-        self._stops = tuple(dict.fromkeys(s for s in stops if s))
-        self._held = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """The text now safe to emit, and whether a stop string was reached."""
-        buffer = self._held + text
-        cut = self._first_stop(buffer)
-        if cut is not None:
-            self._held = ""
-            return buffer[:cut], True
-        split = len(buffer) - self._partial_stop_length(buffer)
-        self._held = buffer[split:]
-        return buffer[:split], False
-
-    def flush(self) -> str:
-        """The held-back text, once the stream ended without a stop."""
-        held, self._held = self._held, ""
-        return held
-
-    def _first_stop(self, buffer: str) -> int | None:
-        found = [i for i in (buffer.find(stop) for stop in self._stops) if i >= 0]
-        return min(found, default=None)
-
-    def _partial_stop_length(self, buffer: str) -> int:
-        """Length of the longest suffix of ``buffer`` that is a proper prefix of a stop."""
-        longest = 0
-        for stop in self._stops:
-            for length in range(min(len(stop) - 1, len(buffer)), longest, -1):
-                if buffer.endswith(stop[:length]):
-                    longest = length
-                    break
-        return longest
 
 
 @dataclass
@@ -254,7 +190,7 @@ _PARAMS_PATCH_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _model_params(*, extra_buffer_types: bool) -> Iterator[None]:
+def model_params(*, extra_buffer_types: bool) -> Iterator[None]:
     """Lets ``Llama()`` load with llama.cpp's ``use_extra_bufts`` set as given.
 
     llama-cpp-python has no argument for it, so while this is active the defaults it
@@ -281,7 +217,7 @@ def _model_params(*, extra_buffer_types: bool) -> Iterator[None]:
             low_level.llama_model_default_params = original
 
 
-def _cpu_advertises_amx() -> bool:
+def cpu_advertises_amx() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
             return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
@@ -352,7 +288,7 @@ class LlamaCppBackend(ChatBackend):
         self._chat_template = chat_template
         self._max_queue = max_queue
         self._extra_buffer_types = (
-            not _cpu_advertises_amx() if extra_buffer_types is None else extra_buffer_types
+            not cpu_advertises_amx() if extra_buffer_types is None else extra_buffer_types
         )
         self._llama: Any = None
         self._template: ChatTemplate | None = None
@@ -423,7 +359,7 @@ class LlamaCppBackend(ChatBackend):
 
     def _open(self, n_ctx: int) -> Any:
         try:
-            with _model_params(extra_buffer_types=self._extra_buffer_types):
+            with model_params(extra_buffer_types=self._extra_buffer_types):
                 return llama_cpp.Llama(
                     str(self.model_path),
                     n_ctx=n_ctx,

@@ -13,6 +13,7 @@ from portway.registry import catalog
 from portway.registry.catalog import Catalog, LlamaCppSpec, ScriptedSpec
 from portway.registry.media_builders import build_diffusers, build_sentence_transformers
 from portway.registry.models import ModelEntry, Registry, version_id
+from portway.registry.python_builder import build_python
 from portway.registry.refs import ModelRef
 from portway.store import Store
 
@@ -60,6 +61,7 @@ BUILDERS: dict[str, Callable[[Any, Path], Built]] = {
     "sentence-transformers": build_sentence_transformers,
     "diffusers": build_diffusers,
     "openai": build_openai,
+    "python": build_python,
 }
 
 

@@ -55,6 +55,8 @@ async def _texts(value: EmbeddingInput, backend: EmbeddingBackend) -> list[str]:
     if len(texts) == len(value):
         return texts
     lists = _token_lists(value)
+    if not backend.vocab_size:
+        raise UnsupportedParameter("input", "cannot hold token ids for this model; send text")
     _check_vocabulary(lists, backend.vocab_size)
     return await backend.decode(lists)
 

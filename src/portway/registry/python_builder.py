@@ -1,0 +1,31 @@
+"""The catalogue builder of ``backend = "python"``: a model folder served in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from portway.backends.base import ModelBackend
+from portway.registry.catalog import CatalogError, PythonSpec
+
+
+def build_python(spec: PythonSpec, data_dir: Path) -> tuple[ModelBackend, str]:
+    """Load the folder (its config, requirements and ``model.py``); its
+    ``user``/``app``/``id`` must be the catalogue entry's."""
+    from portway.sdk.loader import load_model_dir
+    from portway.sdk.requirements import MissingRequirements
+
+    try:
+        loaded = load_model_dir(spec.path)
+    except (ValueError, MissingRequirements) as exc:
+        raise CatalogError(f"{spec.reference}: {exc}") from exc
+    except Exception as exc:
+        raise CatalogError(
+            f"{spec.reference}: importing {spec.path / 'model.py'} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if loaded.reference != spec.reference:
+        raise CatalogError(
+            f"{spec.reference}: the folder {spec.path} declares the model "
+            f"{loaded.reference} (portway-model.toml); the catalogue entry must match it"
+        )
+    return loaded.backend, loaded.version
