@@ -10,11 +10,13 @@ from fastapi import APIRouter, FastAPI
 
 from portway import __version__
 from portway.api import chat, deps, embeddings, errors, health, images, media, models, responses
+from portway.api import runners as runners_api
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
 from portway.middleware import BodyLimit, RequestLog
 from portway.registry import catalog
 from portway.registry.loader import build_registry
+from portway.runners.hub import RunnerHub
 from portway.serving.chat import ChatService
 from portway.serving.embeddings import EmbeddingService
 from portway.serving.images import ImageService
@@ -54,6 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         relay = await RelayService.open(registry, recorder, store, settings.data_dir, media_store)
         await recorder.start()
         await media_store.start()
+        runner_hub = RunnerHub(registry, store)
+        app.state.runner_hub = runner_hub
         app.state.services = deps.Services(
             settings=settings,
             authenticator=Authenticator(store),
@@ -68,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            runner_hub.close()
             await media_store.stop()
             await recorder.stop()
             await relay.close()
@@ -91,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     router = api_router()
     for prefix in API_PREFIXES:
         app.include_router(router, prefix=prefix)
+    app.include_router(runners_api.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(media.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

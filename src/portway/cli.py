@@ -229,3 +229,8 @@ def secret_delete(name: str, **options: Any) -> None:
     if not _with_store(_settings(**options), lambda store: store.delete_secret(name)):
         raise click.ClickException(f"no secret named {name}")
     click.echo(f"deleted secret {name}")
+
+
+from portway.cli_runner import runner as _runner  # noqa: E402
+
+main.add_command(_runner)

@@ -24,6 +24,7 @@ async def health(request: Request) -> dict[str, Any]:
             return body
         if who.is_admin:
             body["models"] = [_detail(entry) for entry in services(request).registry.entries()]
+            body["runners"] = request.app.state.runner_hub.health()
     return body
 
 

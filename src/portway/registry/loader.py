@@ -10,7 +10,7 @@ from portway.backends.base import ModelBackend
 from portway.backends.scripted import ScriptedBackend
 from portway.backends.upstream import build_openai
 from portway.registry import catalog
-from portway.registry.catalog import Catalog, LlamaCppSpec, ScriptedSpec
+from portway.registry.catalog import Catalog, LlamaCppSpec, RunnerSpec, ScriptedSpec
 from portway.registry.media_builders import build_diffusers, build_sentence_transformers
 from portway.registry.models import ModelEntry, Registry, version_id
 from portway.registry.python_builder import build_python
@@ -55,6 +55,17 @@ def build_scripted(spec: ScriptedSpec, data_dir: Path) -> Built:
     return backend, version_id("scripted", spec.script, spec.delay, spec.tool_family, spec.reasons)
 
 
+def build_runner(spec: RunnerSpec, data_dir: Path) -> Built:
+    """A declared runner model: listed always, served while runners attach."""
+    from portway.runners.backend import RunnerBackend
+
+    if spec.kind != "chat":
+        raise catalog.CatalogError(
+            f"{spec.reference}: runners serve chat models only (kind = '{spec.kind}')"
+        )
+    return RunnerBackend(spec.reference), version_id("runner", spec.reference)
+
+
 BUILDERS: dict[str, Callable[[Any, Path], Built]] = {
     "llamacpp": build_llamacpp,
     "scripted": build_scripted,
@@ -62,6 +73,7 @@ BUILDERS: dict[str, Callable[[Any, Path], Built]] = {
     "diffusers": build_diffusers,
     "openai": build_openai,
     "python": build_python,
+    "runner": build_runner,
 }
 
 

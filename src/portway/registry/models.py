@@ -19,6 +19,8 @@ from portway.backends.base import (
 from portway.errors import InvalidRequest, ModelNotFound
 from portway.registry import refs
 from portway.registry.refs import ModelRef
+from portway.runners.backend import RunnerBackend
+from portway.runners.errors import RunnerConflict, RunnerUnavailable
 
 
 @dataclass
@@ -88,11 +90,27 @@ def version_id(*parts: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+@dataclass
+class _RunnerVersion:
+    entry: ModelEntry
+    registered: float
+    """When the version was first recorded (the newest attached version serves)."""
+
+
 class Registry:
+    """Catalogue models, plus runner-served versions that come and go.
+
+    A runner model (declared in the catalogue with ``backend = "runner"``, or
+    first described by an attaching runner) resolves, unpinned, to its newest
+    version with a runner attached; pinned, to that version only. Known but
+    without a runner: 503 with ``Retry-After``; never seen: 404.
+    """
+
     def __init__(
         self, entries: Iterable[ModelEntry], aliases: dict[str, str] | None = None
     ) -> None:
         self._entries = {entry.ref: entry for entry in entries}
+        self._runner_versions: dict[ModelRef, dict[str, _RunnerVersion]] = {}
         self._aliases: dict[str, ModelRef] = {}
         for entry in self._entries.values():
             for alias in entry.aliases:
@@ -101,7 +119,14 @@ class Registry:
             self._aliases[alias] = refs.parse(target).ref
 
     def entries(self) -> list[ModelEntry]:
-        return sorted(self._entries.values(), key=lambda entry: entry.ref)
+        """Every model listed now: a runner model's newest attached version, or its
+        catalogue declaration while no runner is attached."""
+        found = dict(self._entries)
+        for ref in self._runner_versions:
+            live = self._newest_live(ref)
+            if live is not None:
+                found[ref] = live
+        return sorted(found.values(), key=lambda entry: entry.ref)
 
     def visible(self, principal: Principal) -> list[ModelEntry]:
         return [entry for entry in self.entries() if entry.visible_to(principal)]
@@ -116,8 +141,70 @@ class Registry:
         else:
             raise ModelNotFound(text)
         entry = self._entries.get(ref)
+        if self._is_runner_model(ref):
+            return self._resolve_runner(text, ref, version, principal)
         if entry is None or not entry.visible_to(principal):
             raise ModelNotFound(text)
         if version is not None and version != entry.version_id:
             raise ModelNotFound(text, "names a version that is not served")
+        return entry
+
+    # -- runner models
+
+    def declared_runner(self, ref: ModelRef) -> ModelEntry | None:
+        """The catalogue's ``backend = "runner"`` entry for ``ref``, if any."""
+        entry = self._entries.get(ref)
+        return entry if entry is not None and isinstance(entry.backend, RunnerBackend) else None
+
+    def runner_version(self, ref: ModelRef, version: str) -> ModelEntry | None:
+        found = self._runner_versions.get(ref, {}).get(version)
+        return found.entry if found is not None else None
+
+    def add_runner_version(self, entry: ModelEntry, registered: float) -> None:
+        """Make a runner-served version resolvable; a catalogue model of another
+        backend keeps its name (409)."""
+        static = self._entries.get(entry.ref)
+        if static is not None and self.declared_runner(entry.ref) is None:
+            raise RunnerConflict(
+                f"The model '{entry.ref}' is served by this server's catalogue; "
+                "a runner cannot take over its name."
+            )
+        versions = self._runner_versions.setdefault(entry.ref, {})
+        versions.setdefault(entry.version_id, _RunnerVersion(entry, registered))
+
+    def runner_entries(self) -> list[ModelEntry]:
+        """Every runner-served version this server has seen, attached or not."""
+        return [
+            version.entry
+            for ref in sorted(self._runner_versions)
+            for version in self._runner_versions[ref].values()
+        ]
+
+    def _is_runner_model(self, ref: ModelRef) -> bool:
+        return ref in self._runner_versions or self.declared_runner(ref) is not None
+
+    def _newest_live(self, ref: ModelRef) -> ModelEntry | None:
+        live = [
+            version
+            for version in self._runner_versions.get(ref, {}).values()
+            if isinstance(version.entry.backend, RunnerBackend) and version.entry.backend.attached
+        ]
+        return max(live, key=lambda version: version.registered).entry if live else None
+
+    def _resolve_runner(
+        self, text: str, ref: ModelRef, version: str | None, principal: Principal
+    ) -> ModelEntry:
+        known = self.declared_runner(ref) or next(iter(self._runner_versions[ref].values())).entry
+        if not known.visible_to(principal):
+            raise ModelNotFound(text)
+        if version is not None:
+            entry = self.runner_version(ref, version)
+            if entry is None:
+                raise ModelNotFound(text, "names a version that is not served")
+        else:
+            entry = self._newest_live(ref)
+        if entry is None or not isinstance(entry.backend, RunnerBackend):
+            raise RunnerUnavailable(text)
+        if not entry.backend.attached:
+            raise RunnerUnavailable(text)
         return entry

@@ -1,0 +1,83 @@
+"""``portway runner DIR``: serve a model folder to a Portway server from this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from portway.backends.base import ChatBackend
+
+
+@click.command("runner")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--server", required=True, help="The server's URL, e.g. https://portway.example.")
+@click.option(
+    "--token",
+    envvar="PORTWAY_TOKEN",
+    required=True,
+    help="A token with the 'runner' scope, of the model's owner [env PORTWAY_TOKEN].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    help="Requests served at once [default: the model's own concurrency].",
+)
+def runner(directory: Path, server: str, token: str, concurrency: int | None) -> None:
+    """Serve the model in DIRECTORY over one outbound connection to SERVER.
+
+    Prints 'serving REFERENCE version ID' once attached; reconnects when the
+    connection drops; exits 1 if the server refuses it, 0 on SIGTERM or SIGINT.
+    """
+    from portway.runners.client import connect_url
+    from portway.sdk import load_model_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        connect_url(server)
+        loaded = load_model_dir(directory)
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not isinstance(loaded.backend, ChatBackend):
+        raise click.ClickException(
+            f"{loaded.reference} is a {loaded.config.kind} model; runners serve chat models"
+        )
+    slots = concurrency or loaded.config.concurrency
+    sys.exit(
+        asyncio.run(_serve(loaded.backend, loaded.reference, loaded.version, server, token, slots))
+    )
+
+
+async def _serve(
+    backend: ChatBackend, reference: str, version: str, server: str, token: str, slots: int
+) -> int:
+    from portway.runners.client import Refused, RunnerClient
+
+    await backend.start()
+    client = RunnerClient(
+        backend,
+        reference=reference,
+        version=version,
+        server=server,
+        token=token,
+        concurrency=slots,
+        say=click.echo,
+    )
+    task = asyncio.ensure_future(client.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        return 0
+    except Refused as exc:
+        click.echo(f"refused: {exc}", err=True)
+        return 1
+    finally:
+        await backend.close()
+    return 0

@@ -1,0 +1,225 @@
+"""The runner process: serves a chat backend to a Portway server over one WebSocket.
+
+It connects out, says ``hello`` and waits for ``ready``; then it runs each
+``chat`` request as its own task (the server sends no more than the runner's
+concurrency), streams the backend's deltas back as they come, and stops a
+request on ``cancel`` by closing the backend's iterator. A dropped connection
+is retried with exponential backoff and jitter; a refusal is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from portway.aio import aclose
+from portway.backends.base import ChatBackend, Delta, GenerationRequest
+from portway.errors import PortwayError
+from portway.runners import wire
+
+log = logging.getLogger("portway.runner")
+
+MAX_FRAME = 16 * 1024 * 1024
+REFUSED_CODES = range(4400, 4500)
+
+
+class Refused(Exception):
+    """The server will not take this runner (bad token, not the owner, ...)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds to wait before reconnect attempt ``n`` (from 0): doubling, capped, jittered."""
+
+    first: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.cap, self.first * 2.0**attempt)) * random.uniform(0.5, 1.0)
+
+
+def connect_url(server: str) -> str:
+    """The WebSocket URL of a server's runner endpoint (http→ws, https→wss)."""
+    base = server.rstrip("/")
+    for plain, secure in (("http://", "ws://"), ("https://", "wss://")):
+        if base.startswith(plain):
+            base = secure + base[len(plain) :]
+    if not base.startswith(("ws://", "wss://")):
+        raise ValueError(f"the server URL must start with http:// or https://, not {server!r}")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    return base + "/v1/runners/connect"
+
+
+def model_info(backend: ChatBackend, reference: str, version: str) -> dict[str, Any]:
+    """The ``model`` part of ``hello``: what the server needs to serve the backend."""
+    caps = backend.capabilities
+    return {
+        "reference": reference,
+        "version": version,
+        "kind": "chat",
+        "context_length": backend.context_length,
+        "capabilities": {
+            name: getattr(caps, name)
+            for name in wire.Capabilities.model_fields
+            if hasattr(caps, name)
+        },
+        "tool_family": backend.tool_family,
+        "reasons": backend.reasons,
+    }
+
+
+class RunnerClient:
+    """Serves ``backend`` (already started) as ``reference`` version ``version``."""
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        *,
+        reference: str,
+        version: str,
+        server: str,
+        token: str,
+        concurrency: int,
+        say: Callable[[str], None] = print,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        self.backend = backend
+        self.url = connect_url(server)
+        self.token = token
+        self.hello = {
+            "type": "hello",
+            "model": model_info(backend, reference, version),
+            "concurrency": concurrency,
+            "runner": f"{socket.gethostname()}:{os.getpid()}",
+        }
+        self.concurrency = concurrency
+        self.say = say
+        self.backoff = backoff
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Serve until cancelled; raise Refused if the server refuses the runner."""
+        attempt = 0
+        while True:
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers={"Authorization": f"Bearer {self.token}"},
+                    max_size=MAX_FRAME,
+                    open_timeout=10,
+                ) as ws:
+                    await self._handshake(ws)
+                    attempt = 0
+                    await self._session(ws)
+            except InvalidStatus as exc:
+                if exc.response.status_code in range(400, 500):
+                    raise Refused(f"HTTP {exc.response.status_code}") from None
+                log.warning("connecting failed: %s", exc)
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+                log.warning("connection lost: %s", exc or type(exc).__name__)
+            finally:
+                await self._drop_calls()
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            log.info("reconnecting in %.1fs", delay)
+            await asyncio.sleep(delay)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(json.dumps(self.hello))
+        try:
+            reply = json.loads(await ws.recv())
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code in REFUSED_CODES:
+                raise Refused(exc.rcvd.reason or f"closed with {exc.rcvd.code}") from None
+            raise
+        if reply.get("type") == "refused":
+            raise Refused(f"{reply.get('status')}: {reply.get('message')}")
+        if reply.get("type") != "ready":
+            raise Refused(f"unexpected reply to hello: {str(reply)[:200]}")
+        self.say(f"serving {reply['model']} version {reply['version_id']}")
+
+    async def _session(self, ws: ClientConnection) -> None:
+        async for message in ws:
+            frame = json.loads(message)
+            kind, call_id = frame.get("type"), str(frame.get("id", ""))
+            if kind == "chat":
+                self._start(ws, call_id, frame.get("request"))
+            elif kind == "cancel":
+                task = self.tasks.get(call_id)
+                if task is not None:
+                    task.cancel()
+            elif kind == "refused":
+                raise Refused(f"{frame.get('status')}: {frame.get('message')}")
+            else:
+                log.warning("ignoring a frame of unknown type %r", kind)
+
+    def _start(self, ws: ClientConnection, call_id: str, data: Any) -> None:
+        try:
+            request = wire.request_from_json(data)
+        except ValidationError as exc:
+            error = PortwayError(f"The runner could not read the request: {exc.errors()[0]['msg']}")
+            task = asyncio.ensure_future(_send(ws, _error_frame(call_id, error)))
+        else:
+            task = asyncio.ensure_future(self._generate(ws, call_id, request))
+        self.tasks[call_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(call_id, None))
+
+    async def _generate(
+        self, ws: ClientConnection, call_id: str, request: GenerationRequest
+    ) -> None:
+        """Stream one generation's deltas; the last one carries finish_reason."""
+        stream = self.backend.generate(request)
+        try:
+            finished = False
+            async for delta in stream:
+                finished = finished or delta.finish_reason is not None
+                await _send(ws, wire.delta_frame(call_id, delta))
+            if not finished:
+                await _send(ws, wire.delta_frame(call_id, Delta(finish_reason="stop")))
+        except PortwayError as exc:
+            await _send(ws, _error_frame(call_id, exc))
+        except Exception as exc:
+            log.exception("request %s failed", call_id)
+            error = PortwayError(f"{type(exc).__name__}: {exc}", code="model_error")
+            await _send(ws, _error_frame(call_id, error))
+        finally:
+            await aclose(stream)
+
+    async def _drop_calls(self) -> None:
+        """The connection is gone: stop every request it carried."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+
+
+def _error_frame(call_id: str, error: PortwayError) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "id": call_id,
+        "status": error.status,
+        "message": error.message[:4000],
+        "code": error.code,
+        "param": error.param,
+    }
+
+
+async def _send(ws: ClientConnection, frame: dict[str, Any]) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(json.dumps(frame, separators=(",", ":")))

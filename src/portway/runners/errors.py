@@ -1,0 +1,66 @@
+"""The errors clients see because of runners."""
+
+from __future__ import annotations
+
+from portway.errors import PortwayError
+from portway.runners.wire import ErrorFrame
+
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait for a runner to (re)attach."""
+
+_CLIENT_STATUSES = frozenset({400, 404, 409, 413, 422, 429})
+_SERVER_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class RunnerUnavailable(PortwayError):
+    """No runner of the model (or of the pinned version) is attached."""
+
+    status = 503
+    type = "server_error"
+    code = "model_unavailable"
+
+    def __init__(self, model: str, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__(
+            f"The model '{model}' is registered but no runner serving it is attached. "
+            f"Retry after {retry_after}s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class RunnerLost(PortwayError):
+    """The runner of a response that had begun went away."""
+
+    status = 502
+    type = "server_error"
+    code = "runner_lost"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The runner serving the model '{model}' went away before the response was complete."
+        )
+
+
+class RunnerConflict(PortwayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "model_conflict"
+
+
+class RunnerGone(Exception):
+    """Internal: the runner of a call disconnected."""
+
+
+def from_frame(frame: ErrorFrame) -> PortwayError:
+    """The client-facing error for a runner's ``error`` frame.
+
+    Statuses a model has no business returning (401, 403, ...) become 400 or 500.
+    """
+    status = frame.status
+    if status < 500 and status not in _CLIENT_STATUSES:
+        status = 400
+    elif status >= 500 and status not in _SERVER_STATUSES:
+        status = 500
+    error = PortwayError(frame.message, param=frame.param, code=frame.code)
+    error.status = status
+    error.type = "invalid_request_error" if status < 500 else "server_error"
+    return error

@@ -1,0 +1,92 @@
+"""``RunnerHub``: attaches runners to the registry and detaches them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from portway.auth.principal import Principal
+from portway.errors import PermissionDenied
+from portway.registry import refs
+from portway.registry.models import ModelEntry, Registry
+from portway.runners.backend import RunnerBackend
+from portway.runners.errors import RunnerConflict
+from portway.runners.link import RunnerLink
+from portway.runners.wire import Hello
+from portway.store import Store
+
+log = logging.getLogger("portway.runners")
+
+
+class RunnerHub:
+    """Every attached runner, by the model version it serves."""
+
+    def __init__(self, registry: Registry, store: Store) -> None:
+        self.registry = registry
+        self.store = store
+        self.links: set[RunnerLink] = set()
+
+    async def attach(self, principal: Principal, hello: Hello) -> tuple[RunnerLink, ModelEntry]:
+        """Check who may attach what, record the version, and attach a new link.
+
+        Raises PermissionDenied (not the owner) or RunnerConflict (the name is a
+        catalogue model of another backend, or the version was described otherwise).
+        """
+        info = hello.model
+        ref = refs.parse(info.reference).ref
+        if principal.user.name != ref.user and not principal.is_admin:
+            raise PermissionDenied(
+                f"Only '{ref.user}' (or an admin) may attach runners to '{ref}'.",
+                code="not_model_owner",
+            )
+        declared = self.registry.declared_runner(ref)
+        if declared is not None and declared.kind != info.kind:
+            raise RunnerConflict(f"The catalogue declares '{ref}' as a {declared.kind} model.")
+        entry = self.registry.runner_version(ref, info.version)
+        if entry is None:
+            registered = await self.store.register_model_version(str(ref), info.version)
+            entry = ModelEntry(
+                ref=ref,
+                version_id=info.version,
+                backend=RunnerBackend(str(ref), info),
+                visibility=declared.visibility if declared else "public",
+                created=int(registered.timestamp()),
+            )
+            self.registry.add_runner_version(entry, registered.timestamp())
+        backend = entry.backend
+        assert isinstance(backend, RunnerBackend)
+        if backend.info != info:
+            raise RunnerConflict(
+                f"Version {info.version} of '{ref}' is attached with another configuration."
+            )
+        link = RunnerLink(hello.runner or "runner", info, hello.concurrency, principal.user.name)
+        backend.add(link)
+        self.links.add(link)
+        log.info("runner %s attached to %s version %s", link.name, ref, info.version)
+        return link, entry
+
+    def detach(self, link: RunnerLink, entry: ModelEntry) -> None:
+        """The runner left: its started calls fail, the others move to other runners."""
+        if link not in self.links:
+            return
+        self.links.discard(link)
+        link.lose()
+        backend = entry.backend
+        if isinstance(backend, RunnerBackend):
+            backend.remove(link)
+        log.info("runner %s detached from %s version %s", link.name, entry.ref, entry.version_id)
+
+    def close(self) -> None:
+        """Server shutdown: stop writing to every runner (their connections close)."""
+        for link in self.links:
+            link.close()
+
+    def health(self) -> list[dict[str, Any]]:
+        """Each runner-served version and its runners, for admins' ``/health``."""
+        found = []
+        for entry in self.registry.runner_entries():
+            if isinstance(entry.backend, RunnerBackend):
+                found.append(
+                    {"id": entry.name, "version": entry.version_id, **entry.backend.health()}
+                )
+        return found

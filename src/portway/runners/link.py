@@ -1,0 +1,94 @@
+"""The server's side of one attached runner: its calls and its outgoing frames."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from portway.backends.base import GenerationRequest
+from portway.runners import wire
+from portway.runners.wire import DeltaFrame, ErrorFrame, ModelInfo
+
+Event = DeltaFrame | ErrorFrame | None
+"""What a call receives; None: the runner went away."""
+
+
+@dataclass
+class Call:
+    """One request sent to a runner, and the frames it answered with so far."""
+
+    id: str
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    started: bool = False
+    """Whether its first delta arrived (it can no longer move to another runner)."""
+    done: bool = False
+    """Whether it ended (finish_reason or error): there is nothing to cancel."""
+
+
+class RunnerLink:
+    """An attached runner: what it serves, how many calls it runs, and its outbox.
+
+    Frames to the runner are queued and written by :meth:`pump`, so sending
+    (a cancel in a ``finally``, say) never waits on the network.
+    """
+
+    def __init__(self, name: str, info: ModelInfo, concurrency: int, owner: str) -> None:
+        self.name = name
+        self.info = info
+        self.concurrency = concurrency
+        self.owner = owner
+        self.in_flight = 0
+        self.served = 0
+        self.failed = 0
+        self.gone = False
+        self.calls: dict[str, Call] = {}
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._ids = itertools.count(1)
+
+    def open(self, request: GenerationRequest) -> Call:
+        """Send ``request`` to the runner; its answer arrives in the call's events."""
+        call = Call(f"c{next(self._ids)}")
+        self.calls[call.id] = call
+        self._outbox.put_nowait(wire.chat_frame(call.id, request))
+        return call
+
+    def finish(self, call: Call) -> None:
+        """Forget ``call``; if it had not ended, ask the runner to stop it."""
+        self.calls.pop(call.id, None)
+        if not call.done and not self.gone:
+            self._outbox.put_nowait(wire.cancel_frame(call.id))
+
+    def deliver(self, frame: DeltaFrame | ErrorFrame) -> None:
+        """Route a runner's frame to its call (frames of finished calls are dropped)."""
+        call = self.calls.get(frame.id)
+        if call is not None:
+            call.events.put_nowait(frame)
+
+    def lose(self) -> None:
+        """The runner went away: every open call learns it."""
+        self.gone = True
+        self._outbox.put_nowait(None)
+        for call in self.calls.values():
+            call.events.put_nowait(None)
+
+    def close(self) -> None:
+        """Stop writing frames (the connection then closes)."""
+        self._outbox.put_nowait(None)
+
+    async def pump(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Write queued frames with ``send`` until :meth:`close` or :meth:`lose`."""
+        while (frame := await self._outbox.get()) is not None:
+            await send(frame)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "runner": self.name,
+            "owner": self.owner,
+            "concurrency": self.concurrency,
+            "in_flight": self.in_flight,
+            "served": self.served,
+            "failed": self.failed,
+        }
