@@ -234,3 +234,8 @@ def secret_delete(name: str, **options: Any) -> None:
 from portway.cli_runner import runner as _runner  # noqa: E402
 
 main.add_command(_runner)
+
+
+from portway.cli_model import model as _model  # noqa: E402
+
+main.add_command(_model)
