@@ -1,0 +1,123 @@
+"""Real ``portway runner`` processes, and model folders for them to serve."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e.server import Server
+
+SLOW_MODEL = '''
+import os, time
+from portway import ModelClass
+
+class Slow(ModelClass):
+    """Says its pid, then counts slowly; a generation stopped early leaves a marker."""
+
+    def generate(self, messages, params):
+        finished = False
+        try:
+            yield f"{os.getpid()}"
+            for index in range(int(os.environ.get("SLOW_WORDS", "20"))):
+                time.sleep(float(os.environ.get("SLOW_DELAY", "0.1")))
+                yield f" {index}"
+            finished = True
+        finally:
+            if not finished:
+                (self.path / "stopped").write_text("stopped early")
+'''
+
+BOOM_MODEL = """
+from portway import ModelClass
+
+class Boom(ModelClass):
+    def generate(self, messages, params):
+        if messages[-1]["content"] == "later":
+            yield "fine so far"
+        raise ValueError("the model is broken")
+"""
+
+
+def model_folder(
+    root: Path,
+    source: str,
+    *,
+    user: str = "alice",
+    app: str = "runners",
+    model: str = "slow",
+    concurrency: int = 2,
+    extra: str = "",
+) -> Path:
+    """Write a model folder (``model.py`` + ``portway-model.toml``) under ``root``."""
+    folder = root / f"{model}-{len(list(root.glob('*')))}"
+    folder.mkdir(parents=True)
+    (folder / "model.py").write_text(textwrap.dedent(source))
+    (folder / "portway-model.toml").write_text(
+        f'[model]\nuser = "{user}"\napp = "{app}"\nid = "{model}"\nkind = "chat"\n'
+        f"context_length = 4096\nconcurrency = {concurrency}\n{extra}"
+    )
+    return folder
+
+
+@dataclass
+class Runner:
+    """One ``portway runner`` process; its stdout lines arrive in ``lines``."""
+
+    folder: Path
+    server: Server
+    token: str
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    stderr: str = ""
+
+    def start(self, *, wait: bool = True, timeout: float = 60) -> Runner:
+        command = [sys.executable, "-m", "portway", "runner", str(self.folder)]
+        command += ["--server", self.server.base_url, *self.args]
+        self.log_path = self.folder.parent / f"runner-{os.urandom(4).hex()}.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, "PORTWAY_TOKEN": self.token, **self.env},
+            )
+        threading.Thread(target=self._read, daemon=True).start()
+        if wait:
+            line = self.lines.get(timeout=timeout)
+            assert line.startswith("serving "), line
+            self.version = line.split()[-1]
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put("")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit code (stderr is kept in ``stderr``)."""
+        assert self.process is not None
+        code = self.process.wait(timeout)
+        self.stderr = self.log_path.read_text()
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.wait()
