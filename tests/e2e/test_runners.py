@@ -331,3 +331,78 @@ def test_pinned_versions(
     finally:
         first.stop()
         second.stop()
+
+
+def test_gemma_through_a_runner(server: Server, client: openai.OpenAI) -> None:
+    runner = Runner(EXAMPLES / "gemma", server, server.token("demo", "runner")).start(timeout=180)
+    try:
+        model = "demo/examples/models/gemma"
+        question: Any = [{"role": "user", "content": "Name a colour."}]
+        reply = client.chat.completions.create(
+            model=model, messages=question, max_tokens=6, temperature=0, seed=1
+        )
+        assert reply.choices[0].message.content
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens <= 6
+        stream = client.chat.completions.create(
+            model=model, messages=question, max_tokens=6, temperature=0, seed=1, stream=True
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert streamed == reply.choices[0].message.content
+    finally:
+        runner.stop()
+
+
+async def test_protocol_breaches_close_the_runner_not_the_server(
+    server: Server, alice_runner: str
+) -> None:
+    from websockets.asyncio.client import connect
+
+    url = server.base_url.replace("http://", "ws://") + "/v1/runners/connect"
+    headers = {"Authorization": f"Bearer {alice_runner}"}
+    hello = {
+        "type": "hello",
+        "model": {"reference": "alice/runners/models/raw", "version": "a" * 32},
+        "concurrency": 1,
+    }
+    async with connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "hello", "model": {"reference": "x"}}))
+        refused = json.loads(await ws.recv())
+        assert refused["type"] == "refused"
+        assert refused["status"] == 400
+        assert "model.version" in refused["message"]
+        await ws.wait_closed()
+        assert ws.close_code == 4400
+    async with connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps(hello))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        await ws.send(json.dumps({"type": "delta", "id": "c1", "delta": {"tokens": -5}}))
+        refused = json.loads(await ws.recv())
+        assert refused["status"] == 400
+        assert "negative" in refused["message"]
+        await ws.wait_closed()
+        assert ws.close_code == 4400
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(server.base_url + "/health")).json() == {"status": "ok"}
+
+
+def test_runner_reconnects_after_a_server_restart(tmp_path: Path) -> None:
+    restarting = Server(tmp_path / "data", catalog=CATALOG).start()
+    try:
+        token = restarting.token("alice", "runner")
+        folder = model_folder(tmp_path / "models", SLOW_MODEL, model="again")
+        runner = Runner(folder, restarting, token, env={"SLOW_WORDS": "0"}).start()
+        assert restarting.stop() == 0
+        restarting.start()
+        assert (
+            runner.lines.get(timeout=30)
+            == f"serving alice/runners/models/again version {runner.version}"
+        )
+        client = openai.OpenAI(
+            base_url=restarting.base_url + "/v1", api_key=restarting.admin_token, max_retries=0
+        )
+        reply = client.chat.completions.create(model="alice/runners/models/again", messages=HI)
+        assert reply.choices[0].message.content == str(runner.pid)
+        assert runner.stop(signal.SIGINT) == 0
+    finally:
+        restarting.stop()
