@@ -1,0 +1,227 @@
+"""The runner hop: what serving a model through ``portway runner`` costs.
+
+One Portway server serves the echo model folder twice: in-process (catalogue
+``backend = "python"``) and through runners attached over loopback. The same
+load generator measures both:
+
+- latency: sequential streamed requests of a 256-word prompt (the echo model
+  streams it back, one token a word): time to first token and tokens/s;
+- throughput: unary requests from ``--concurrency`` clients for ``--seconds``,
+  in-process and with 1, 2 and 4 runners.
+
+Run: ``python bench/runners.py`` (about a minute). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from common import CpuWatch, machine, median, percentile
+from servers import PortwayServer, portway
+
+ROOT = Path(__file__).resolve().parents[1]
+ECHO = ROOT / "examples" / "models" / "echo"
+INPROC, RUNNER = "bench/inproc/models/echo", "bench/runner/models/echo"
+HEADER = (
+    "| measure | path | TTFT p50 ms | tokens/s p50 | req/s | p50 ms | p99 ms | errors "
+    "| other load (CPUs) |"
+)
+LONG = " ".join(f"w{index}" for index in range(256))
+
+
+def echo_folder(root: Path, app: str) -> Path:
+    """A copy of the echo example under ``bench/{app}/models/echo``."""
+    folder = root / app
+    folder.mkdir(parents=True)
+    shutil.copy(ECHO / "model.py", folder / "model.py")
+    (folder / "portway-model.toml").write_text(
+        f'[model]\nuser = "bench"\napp = "{app}"\nid = "echo"\nkind = "chat"\n'
+        "context_length = 8192\nconcurrency = 64\n"
+    )
+    return folder
+
+
+def catalog(folder: Path) -> str:
+    return (
+        "default_model = false\ndefault_embedding_model = false\n\n[[models]]\n"
+        f'user = "bench"\napp = "inproc"\nmodel = "echo"\nbackend = "python"\npath = "{folder}"\n'
+    )
+
+
+def start_runner(
+    folder: Path, server: PortwayServer, token: str, log: Path
+) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "portway", "runner", str(folder), "--server", server.base_url]
+    process = subprocess.Popen(
+        [*command, "--concurrency", "64"],
+        stdout=subprocess.PIPE,
+        stderr=log.open("a"),
+        text=True,
+        env={**os.environ, "PORTWAY_TOKEN": token},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("serving "):
+        raise RuntimeError(f"runner did not attach: {line!r}\n{log.read_text()[-2000:]}")
+    return process
+
+
+@dataclass
+class Latency:
+    ttft_ms: float
+    tokens_per_s: float
+
+
+async def one_stream(client: httpx.AsyncClient, model: str) -> Latency:
+    body = {"model": model, "messages": [{"role": "user", "content": LONG}], "stream": True}
+    started = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:])["choices"]
+            if choices and choices[0]["delta"].get("content"):
+                last = time.perf_counter()
+                first = first or last
+                tokens += 1
+    assert tokens == 256, tokens
+    return Latency((first - started) * 1000, (tokens - 1) / (last - first))
+
+
+async def latency(client: httpx.AsyncClient, model: str, count: int) -> tuple[float, float]:
+    """p50 time to first token (ms) and p50 tokens/s over ``count`` sequential streams."""
+    for _ in range(5):
+        await one_stream(client, model)
+    found = [await one_stream(client, model) for _ in range(count)]
+    return median([item.ttft_ms for item in found]), median([item.tokens_per_s for item in found])
+
+
+@dataclass
+class Load:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def load(client: httpx.AsyncClient, model: str, concurrency: int, seconds: float) -> Load:
+    """Unary requests from ``concurrency`` workers for ``seconds``."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hello runner"}]}
+    times: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def work() -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            response = await client.post("/v1/chat/completions", json=body)
+            if response.status_code == 200:
+                times.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(work() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    return Load(len(times) / elapsed, percentile(times, 0.5), percentile(times, 0.99), errors)
+
+
+async def run(args: argparse.Namespace, server: PortwayServer, root: Path) -> list[str]:
+    folder = echo_folder(root, "runner")
+    token = server_token(server, root)
+    runners: list[subprocess.Popen[str]] = []
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
+    headers = {"Authorization": f"Bearer {server.token}"}
+    rows = []
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers=headers, timeout=60, limits=limits
+    ) as client:
+        try:
+            runners.append(start_runner(folder, server, token, root / "runners.log"))
+            for name, model in (("in-process", INPROC), ("1 runner", RUNNER)):
+                watch = CpuWatch(own_pids(server, runners)).start()
+                ttft, rate = await latency(client, model, args.streams)
+                other = watch.foreign_cores()
+                rows.append(f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | {other:.2f} |")
+            for name, model, wanted in (
+                ("in-process", INPROC, 0),
+                ("1 runner", RUNNER, 1),
+                ("2 runners", RUNNER, 2),
+                ("4 runners", RUNNER, 4),
+            ):
+                while len(runners) < wanted:
+                    runners.append(start_runner(folder, server, token, root / "runners.log"))
+                await load(client, model, args.concurrency, 1.0)
+                watch = CpuWatch(own_pids(server, runners)).start()
+                found = await load(client, model, args.concurrency, args.seconds)
+                cells = f"{found.requests_per_s:.0f} | {found.p50_ms:.2f} | {found.p99_ms:.2f}"
+                other = watch.foreign_cores()
+                rows.append(f"| throughput | {name} | | | {cells} | {found.errors} | {other:.2f} |")
+        finally:
+            for process in runners:
+                process.terminate()
+            for process in runners:
+                process.wait(30)
+    return rows
+
+
+def own_pids(server: PortwayServer, runners: list[subprocess.Popen[str]]) -> list[int]:
+    return [os.getpid(), server.pid, *(process.pid for process in runners)]
+
+
+def server_token(server: PortwayServer, root: Path) -> str:
+    data_dir = Path(server.command[server.command.index("--data-dir") + 1])
+    create = ["pat", "create", "--user", "bench", "--scope", "runner"]
+    result = subprocess.run(
+        [sys.executable, "-m", "portway", *create, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="each throughput cell")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--streams", type=int, default=40, help="latency samples per path")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="portway-bench-runners-"))
+    inproc = echo_folder(root, "inproc")
+    started = os.getloadavg()[0]
+    with portway(root / "data", catalog(inproc)) as server:
+        rows = asyncio.run(run(args, server, root))
+    print(HEADER)
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print()
+    print("|  |  |\n|---|---|")
+    for key, value in machine().rows():
+        print(f"| {key} | {value} |")
+    print(f"\nload average (1 min) at start {started:.2f}, at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"concurrency {args.concurrency}, {args.seconds:.0f} s a throughput cell, "
+        f"{args.streams} streams a latency cell"
+    )
+
+
+if __name__ == "__main__":
+    main()
