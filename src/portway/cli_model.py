@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -126,6 +127,7 @@ def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **op
         raise click.ClickException(str(exc)) from exc
     settings = Settings.from_env(data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PORTWAY_DATA_DIR"] = str(settings.data_dir)  # for the model (open_llama)
     catalog = settings.data_dir / "model-serve.toml"
     catalog.write_text(model_catalog(folder, config), encoding="utf-8")
     base = f"http://{options['host']}:{options['port']}/v1"

@@ -98,3 +98,14 @@ def test_chunks_become_typed_outputs() -> None:
     ]
     with pytest.raises(RuntimeError, match="the upstream failed: boom"):
         chunk_outputs({"error": {"message": "boom"}})
+
+
+async def test_a_stream_without_usage_counts_one_token_per_chunk(tmp_path: Path) -> None:
+    backend = load_model_dir(_folder(tmp_path, "no-usage")).backend
+    await backend.start()
+    try:
+        deltas = await collect(backend, request("hi", max_tokens=6))
+        assert sum(delta.tokens for delta in deltas) == 6
+        assert deltas[-1].finish_reason == "length"
+    finally:
+        await backend.close()

@@ -27,7 +27,8 @@ from portway.sdk.types import GenerateParams, Output, Reasoning, Text, ToolCallD
 
 class OpenAIModelClass(ModelClass):
     """Forwards ``generate`` as a streamed chat completion; yields the upstream's
-    content, reasoning, tool-call pieces and usage."""
+    content, reasoning, tool-call pieces and usage. A server that does not report
+    usage in streams is taken to send one token per chunk."""
 
     base_url: ClassVar[str | None] = None
     command: ClassVar[list[str] | None] = None
@@ -126,9 +127,15 @@ class OpenAIModelClass(ModelClass):
         from portway.sdk.openai_stream import stream_chunks
 
         body = json.dumps(self.request_body(messages, params)).encode("utf-8")
+        pieces, counted = 0, False
         async for chunk in stream_chunks(self._upstream_backend(), body):
-            for item in chunk_outputs(chunk):
+            outputs = chunk_outputs(chunk)
+            pieces += any(not isinstance(item, Usage) for item in outputs)
+            for item in outputs:
+                counted = counted or isinstance(item, Usage)
                 yield item
+        if not counted:  # servers without include_usage: one token per chunk
+            yield Usage(completion_tokens=pieces)
 
     def _upstream_backend(self) -> Any:
         """Portway's upstream client for this server, made once per event loop."""
