@@ -7,6 +7,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class Runner:
     def start(self, *, wait: bool = True, timeout: float = 60) -> Runner:
         command = [sys.executable, "-m", "portway", "runner", str(self.folder)]
         command += ["--server", self.server.base_url, *self.args]
-        self.log_path = self.folder.parent / f"runner-{os.urandom(4).hex()}.log"
+        self.log_path = Path(tempfile.mkdtemp(prefix="portway-runner-")) / "runner.log"
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 command,
