@@ -1,0 +1,111 @@
+"""Runner models in the registry: attach and detach, versions, listing, refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from portway.auth.principal import Principal
+from portway.backends.scripted import ScriptedBackend
+from portway.errors import ModelNotFound, PermissionDenied
+from portway.registry.models import ModelEntry, Registry
+from portway.registry.refs import ModelRef
+from portway.runners.backend import RunnerBackend
+from portway.runners.errors import RunnerConflict, RunnerUnavailable
+from portway.runners.hub import RunnerHub
+from portway.runners.wire import Capabilities, Hello, ModelInfo
+from portway.store import Store, User
+
+OLD, NEW = "1" * 32, "2" * 32
+
+
+class FakeStore:
+    """Each new (model, version) is recorded a second after the previous one."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], datetime] = {}
+
+    async def register_model_version(self, model: str, version_id: str) -> datetime:
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        return self.seen.setdefault((model, version_id), start + timedelta(len(self.seen)))
+
+
+def who(name: str, *, admin: bool = False) -> Principal:
+    user = User(1, name, admin, datetime.now(UTC))
+    return Principal(user=user, token_id="tok_1", scopes=("runner",))
+
+
+def hello(reference: str = "alice/demo/models/echo", version: str = OLD, **info: Any) -> Hello:
+    return Hello(type="hello", model=ModelInfo(reference=reference, version=version, **info))
+
+
+def registry() -> Registry:
+    scripted = ModelEntry(ModelRef("portway", "test", "scripted"), "s" * 32, ScriptedBackend(["x"]))
+    declared = ModelEntry(
+        ModelRef("alice", "demo", "declared"),
+        "d" * 32,
+        RunnerBackend("alice/demo/models/declared"),
+        visibility="private",
+    )
+    return Registry([scripted, declared])
+
+
+@pytest.fixture
+def hub() -> RunnerHub:
+    return RunnerHub(registry(), cast(Store, FakeStore()))
+
+
+async def test_listed_while_attached_newest_version_unpinned(hub: RunnerHub) -> None:
+    alice, names = who("alice"), lambda: [entry.name for entry in hub.registry.entries()]
+    assert names() == ["alice/demo/models/declared", "portway/test/models/scripted"]
+    old_link, old = await hub.attach(alice, hello(version=OLD))
+    new_link, new = await hub.attach(alice, hello(version=NEW))
+    assert "alice/demo/models/echo" in names()
+    assert hub.registry.resolve("alice/demo/models/echo", alice) is new
+    pinned = hub.registry.resolve(f"alice/demo/models/echo/versions/{OLD}", alice)
+    assert pinned is old
+    hub.detach(new_link, new)
+    assert hub.registry.resolve("alice/demo/models/echo", alice) is old
+    with pytest.raises(RunnerUnavailable) as caught:
+        hub.registry.resolve(f"alice/demo/models/echo/versions/{NEW}", alice)
+    assert caught.value.headers == {"Retry-After": "5"}
+    with pytest.raises(ModelNotFound):
+        hub.registry.resolve(f"alice/demo/models/echo/versions/{'3' * 32}", alice)
+    hub.detach(old_link, old)
+    assert "alice/demo/models/echo" not in names()
+    with pytest.raises(RunnerUnavailable):
+        hub.registry.resolve("alice/demo/models/echo", alice)
+    with pytest.raises(ModelNotFound):
+        hub.registry.resolve("alice/demo/models/never", alice)
+
+
+async def test_declared_models_keep_their_visibility(hub: RunnerHub) -> None:
+    with pytest.raises(RunnerUnavailable):
+        hub.registry.resolve("alice/demo/models/declared", who("alice"))
+    with pytest.raises(ModelNotFound):
+        hub.registry.resolve("alice/demo/models/declared", who("bob"))
+    _, entry = await hub.attach(who("alice"), hello("alice/demo/models/declared"))
+    assert entry.visibility == "private"
+    assert hub.registry.resolve("alice/demo/models/declared", who("alice")) is entry
+    assert [e.name for e in hub.registry.visible(who("bob"))] == ["portway/test/models/scripted"]
+
+
+async def test_refusals(hub: RunnerHub) -> None:
+    with pytest.raises(PermissionDenied):
+        await hub.attach(who("bob"), hello())
+    _, entry = await hub.attach(who("bob", admin=True), hello())
+    assert entry.ref.user == "alice"
+    with pytest.raises(RunnerConflict, match="cannot take over"):
+        await hub.attach(who("portway"), hello("portway/test/models/scripted"))
+    with pytest.raises(RunnerConflict, match="another configuration"):
+        await hub.attach(who("alice"), hello(capabilities=Capabilities(tools=True)))
+
+
+async def test_health_shows_every_runner(hub: RunnerHub) -> None:
+    await hub.attach(who("alice"), hello())
+    await hub.attach(who("alice"), hello())
+    [found] = hub.health()
+    assert found["id"] == "alice/demo/models/echo"
+    assert [runner["in_flight"] for runner in found["runners"]] == [0, 0]
