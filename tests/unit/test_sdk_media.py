@@ -10,8 +10,13 @@ import pytest
 
 from portway.backends.base import EmbeddingBackend, ImageBackend, ImageRequest
 from portway.errors import ModelFailed, UnsupportedParameter
+from portway.protocol.embeddings import EmbeddingRequest
+from portway.registry.models import ModelEntry, Registry
+from portway.registry.refs import ModelRef
 from portway.sdk import load_model_dir
+from portway.serving.embeddings import EmbeddingService
 from tests.unit.sdk_helpers import write_folder
+from tests.unit.test_embeddings import Ledger, _ctx
 
 EMBED = """
 from portway import ModelClass
@@ -82,3 +87,21 @@ async def test_image_model(tmp_path: Path) -> None:
     assert [_png_size(image.png) for image in images] == [(64, 32), (64, 32)]
     with pytest.raises(ModelFailed, match="not PNG bytes"):
         await backend.generate(ImageRequest("jpeg", n=1, width=64, height=64))
+
+
+async def test_embedding_model_through_the_service(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "e", EMBED, 'kind = "embedding"\ndimensions = 3')
+    loaded = load_model_dir(folder)
+    entry = ModelEntry(ModelRef("alice", "demo", "m"), loaded.version, loaded.backend)
+    service = EmbeddingService(Registry([entry]), Ledger())
+    model = "alice/demo/models/m"
+    body = await service.create(
+        _ctx(), EmbeddingRequest.model_validate({"model": model, "input": ["a b", "cde"]})
+    )
+    assert [item["embedding"] for item in body["data"]] == [[3.0, 1.0, 0.0], [3.0, 1.0, 0.0]]
+    assert body["usage"]["prompt_tokens"] == 3
+    with pytest.raises(UnsupportedParameter) as refused:
+        await service.create(
+            _ctx(), EmbeddingRequest.model_validate({"model": model, "input": [1, 2]})
+        )
+    assert refused.value.param == "input"
