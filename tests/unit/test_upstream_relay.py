@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from portway.aio import aclose
 from portway.auth.principal import Principal
 from portway.backends.upstream import upstream_backend
+from portway.backends.upstream_http import open_session
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.registry.catalog import OpenAISpec
 from portway.registry.models import ModelEntry, Registry
@@ -63,9 +63,9 @@ async def relay(upstream: FakeUpstream) -> AsyncIterator[tuple[RelayService, Led
         _entry(upstream, "paint", "image", "paint-up"),
     ]
     ledger = Ledger()
-    service = RelayService(Registry(entries), ledger, [httpx.AsyncClient()])
+    service = RelayService(Registry(entries), ledger, open_session())
     for entry in entries:
-        entry.backend.attach(service.clients, None)  # type: ignore[attr-defined]
+        entry.backend.attach(service.session, None)  # type: ignore[attr-defined]
     yield service, ledger
     await service.close()
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import aiohttp
 import anyio
-import httpx
 
 from portway import __version__
 from portway.backends.base import Kind, ModelBackend, RelayBackend
+from portway.backends.upstream_http import open_session, proxy_for
 from portway.backends.upstream_pool import (
     Endpoint,
     EndpointPool,
@@ -157,7 +158,7 @@ class Exchange:
     """One attempt's open 2xx response: read its body piece by piece, then finish
     it once (which closes the connection if the body was not read to its end)."""
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     endpoint: Endpoint
     pool: EndpointPool
     model: str
@@ -175,7 +176,7 @@ class Exchange:
         """The next piece of the body (None at its end), waiting at most the
         model's idle gap and never past ``until`` (event loop time)."""
         if self._pieces is None:
-            self._pieces = self.response.aiter_bytes()
+            self._pieces = self.response.content.iter_any()
         loop = asyncio.get_running_loop()
         gap_ends = loop.time() + self.idle
         try:
@@ -186,7 +187,7 @@ class Exchange:
         except TimeoutError as exc:
             what = f"sent nothing for {self.idle:g}s" if gap_ends <= until else "took too long"
             raise timed_out(f"The upstream of '{self.model}' {what}.") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
                 f"The upstream of '{self.model}' broke off its response ({type(exc).__name__})."
             ) from exc
@@ -220,7 +221,10 @@ class Exchange:
                     until = asyncio.get_running_loop().time() + DRAIN_SECONDS
                     while await self.next_piece(until) is not None:
                         pass
-            await self.response.aclose()
+            if self._at_end:
+                self.response.release()  # the connection goes back to the pool
+            else:
+                self.response.close()  # a half-read body: the connection is closed
 
 
 # ------------------------------------------------------------------------ backend
@@ -246,19 +250,22 @@ class UpstreamBackend(RelayBackend):
         self.credentials = Credentials(spec.api_key_header)
         self._extra_headers = dict(spec.headers)
         self._headers: dict[str, str] = {}
-        self._clients: Sequence[httpx.AsyncClient] = ()
-        self._turn = 0
-        self._httpx_timeout = httpx.Timeout(
+        self._session: aiohttp.ClientSession | None = None
+        self._attached = False
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,  # the relay times the rest itself: first byte, idle gap, deadline
             connect=self.timeouts.connect,
-            read=None,  # the relay times reads itself: first byte, idle gap, deadline
-            write=self.timeouts.idle,
-            pool=self.timeouts.connect,
         )
 
-    def attach(self, clients: Sequence[httpx.AsyncClient], key: str | None) -> None:
-        """Use ``clients`` (shared by every upstream model, taken in turn) and the API
-        ``key``."""
-        self._clients = clients
+    def attach(
+        self, session: aiohttp.ClientSession | Sequence[object] | None, key: str | None
+    ) -> None:
+        """Use ``session`` (the relay's, shared by every upstream model) and the API
+        ``key``. Without a session (None, or the httpx clients callers passed before
+        the relay moved to aiohttp) the backend opens its own in the event loop of
+        its first request."""
+        self._session = session if isinstance(session, aiohttp.ClientSession) else None
+        self._attached = True
         self.credentials.key = key
         self._headers = {
             "content-type": "application/json",
@@ -284,8 +291,10 @@ class UpstreamBackend(RelayBackend):
     async def open(self, path: str, body: bytes, *, stream: bool, until: float) -> Exchange:
         """Send ``body`` to ``{endpoint}{path}`` of the least busy endpoint; return
         once a 2xx status is in, no later than ``until`` (event loop time)."""
-        if not self._clients:
+        if not self._attached:
             raise RuntimeError(f"{self.name}: attach() was not called")
+        if self._session is None:
+            self._session = open_session()
         if self.missing_key:
             raise UpstreamUnavailable(
                 f"The model '{self.name}' has no API key: set its {self.missing_key}."
@@ -300,34 +309,46 @@ class UpstreamBackend(RelayBackend):
         headers = self._headers
         if stream:
             headers = {**headers, "accept": "text/event-stream"}
-        self._turn = (self._turn + 1) % len(self._clients)
-        client = self._clients[self._turn]
-        request = client.build_request(
-            "POST", endpoint.url + path, content=body, headers=headers, timeout=self._httpx_timeout
+        response = await self._send(
+            self._session, endpoint, endpoint.url + path, body, headers, until
         )
-        response = await self._send(client, endpoint, request, until)
         exchange = Exchange(response, endpoint, self.pool, self.name, self.timeouts.idle)
-        if response.status_code // 100 != 2:
+        status = response.status
+        if status // 100 != 2:
             error = await self._error(exchange, until)
-            outcome = Outcome.FAILED if response.status_code >= 500 else Outcome.NEUTRAL
-            if response.status_code < 500 and response.status_code not in RETRYABLE_STATUS:
+            outcome = Outcome.FAILED if status >= 500 else Outcome.NEUTRAL
+            if status < 500 and status not in RETRYABLE_STATUS:
                 outcome = Outcome.OK
             await exchange.finish(outcome)
             raise error
         return exchange
 
     async def _send(
-        self, client: httpx.AsyncClient, endpoint: Endpoint, request: httpx.Request, until: float
-    ) -> httpx.Response:
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: Endpoint,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        until: float,
+    ) -> aiohttp.ClientResponse:
         outcome = Outcome.FAILED
         try:
+            proxy, proxy_auth = proxy_for(endpoint.url)
             async with asyncio.timeout_at(until):
-                response = await client.send(request, stream=True)
+                response = await session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
+                )
             outcome = Outcome.OK
             return response
-        except (TimeoutError, httpx.TimeoutException) as exc:
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise timed_out(f"The upstream of '{self.name}' did not answer in time.") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
                 f"The upstream of '{self.name}' could not be reached ({type(exc).__name__})."
             ) from exc
@@ -340,7 +361,7 @@ class UpstreamBackend(RelayBackend):
 
     async def _error(self, exchange: Exchange, until: float) -> PortwayError:
         """The error a non-2xx upstream response becomes."""
-        status = exchange.response.status_code
+        status = exchange.response.status
         try:
             body = await exchange.read_all(until, MAX_ERROR_BODY)
         except PortwayError:

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
+from pydantic_core import from_json
 
 from portway.backends.upstream import (
     Exchange,
@@ -29,6 +31,7 @@ from portway.backends.upstream import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
+from portway.backends.upstream_http import open_session
 from portway.backends.upstream_pool import Outcome
 from portway.errors import PortwayError
 from portway.registry.catalog import CatalogError
@@ -51,13 +54,6 @@ from portway.store import Store
 log = logging.getLogger("portway.relay")
 
 T = TypeVar("T")
-
-CLIENTS = 16
-"""HTTP clients the relay shares out in turn. One httpx client scans its whole
-connection pool for every request (its cost grows with the connections it keeps),
-so 16 smaller pools relay about twice the requests per second of one big pool at
-16 to 64 concurrent streams (measured on the benchmark machine)."""
-CLIENT_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
 
 
 @dataclass
@@ -122,14 +118,19 @@ class RelayService:
         self,
         registry: Registry,
         recorder: Recorder,
-        clients: list[httpx.AsyncClient],
+        session: aiohttp.ClientSession,
         media: MediaStore | None = None,
     ) -> None:
-        """``media`` keeps the images of models that re-host them (none without it)."""
+        """``session`` carries every upstream call; ``media`` keeps the images of
+        models that re-host them (none without it)."""
         self.registry = registry
         self.recorder = recorder
-        self.clients = clients
-        self.rehoster = Rehoster(media, clients[0]) if media is not None else None
+        self.session = session
+        self._fetcher: httpx.AsyncClient | None = None
+        self.rehoster: Rehoster | None = None
+        if media is not None:
+            self._fetcher = httpx.AsyncClient(timeout=None)
+            self.rehoster = Rehoster(media, self._fetcher)
         self._by_name = _names(registry)
 
     @classmethod
@@ -141,18 +142,17 @@ class RelayService:
         data_dir: Path,
         media: MediaStore,
     ) -> RelayService:
-        """The relay and its HTTP clients (shared by every upstream model, each of
-        which gets them and its API key). CatalogError if a fallback is not an
+        """The relay and its HTTP session (shared by every upstream model, each of
+        which gets it and its API key). CatalogError if a fallback is not an
         upstream model of the same kind."""
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per upstream call
-        clients = [httpx.AsyncClient(limits=CLIENT_LIMITS, timeout=None) for _ in range(CLIENTS)]
-        service = cls(registry, recorder, clients, media)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per image fetch
+        service = cls(registry, recorder, open_session(), media)
         try:
             for entry in registry.entries():
                 if isinstance(entry.backend, UpstreamBackend):
                     service._check_fallbacks(entry)
                     key = await _api_key(entry.backend, store, data_dir)
-                    entry.backend.attach(service.clients, key)
+                    entry.backend.attach(service.session, key)
                     if entry.backend.missing_key:
                         log.warning(
                             "model %s has no API key: set its %s",
@@ -165,8 +165,9 @@ class RelayService:
         return service
 
     async def close(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        await self.session.close()
+        if self._fetcher is not None:
+            await self._fetcher.aclose()
 
     def _check_fallbacks(self, entry: ModelEntry) -> None:
         for name in _upstream(entry).fallbacks:
@@ -191,7 +192,7 @@ class RelayService:
         ``base_url`` is where the client reached Portway."""
         if entry.kind != endpoint.kind:
             raise entry.wrong_kind(endpoint.path)
-        body = json.loads(raw)
+        body = from_json(raw)  # valid JSON: the endpoint's request model has read it
         end_user = body.get("user") or body.get("safety_identifier")
         meter = ctx.meter(end_user if isinstance(end_user, str) else None)
         ctx.log_fields["model"] = entry.name

@@ -65,7 +65,11 @@ def _text_length(value: object) -> int:
 
 
 def _delta_chars(delta: dict[str, Any]) -> int:
-    chars = sum(_text_length(delta.get(key)) for key in ("content", "reasoning_content", "refusal"))
+    chars = (
+        _text_length(delta.get("content"))
+        + _text_length(delta.get("reasoning_content"))
+        + _text_length(delta.get("refusal"))
+    )
     for call in delta.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
