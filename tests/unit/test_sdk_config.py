@@ -133,3 +133,9 @@ def test_catalogue_entry_must_match_and_paths_are_relative(tmp_path: Path) -> No
     wrong = spec.model_copy(update={"model": "other"})
     with pytest.raises(CatalogError, match="declares the model alice/demo/models/m"):
         build_python(wrong, tmp_path)
+
+
+def test_an_openai_table_needs_an_openai_model_class(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "m", ECHO, '[openai]\nbase_url = "http://x/v1"')
+    with pytest.raises(ModelConfigError, match=r"\[openai\] configures an OpenAIModelClass"):
+        load_model_dir(folder)

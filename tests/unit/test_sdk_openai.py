@@ -48,6 +48,17 @@ async def test_forwards_a_streamed_chat_completion(tmp_path: Path) -> None:
             stats = (await client.get(f"http://127.0.0.1:{server.port}/stats")).json()
         assert stats["calls"] == {"ok": 1}
         assert stats["open_streams"] == 0
+        pointed = load_model_dir(
+            write_folder(
+                tmp_path / "pointed",
+                FORWARDER,
+                f'[openai]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n',
+            )
+        ).backend
+        await pointed.start()
+        deltas = await collect(pointed, request("hi"))  # type: ignore[arg-type]
+        assert "".join(delta.text for delta in deltas) == "Hello from the fake upstream."
+        await pointed.close()
     finally:
         await backend.close()
     assert server.process.poll() is not None

@@ -74,6 +74,16 @@ def _model_class(module: ModuleType, config: ModelConfig, path: Path) -> type[Mo
     return found[0]
 
 
+def _check_openai_table(cls: type[ModelClass], config: ModelConfig, path: Path) -> None:
+    from portway.sdk.openai_model import OpenAIModelClass
+
+    if config.openai is not None and not issubclass(cls, OpenAIModelClass):
+        raise ModelConfigError(
+            f"{path.parent / 'portway-model.toml'}: [openai] configures an OpenAIModelClass, "
+            f"and {cls.__name__} is not one"
+        )
+
+
 def load_model_dir(path: Path | str) -> LoadedModel:
     """Read the folder's config, check its requirements, import ``model.py`` and
     wrap an instance of its model class in the backend for its kind.
@@ -91,7 +101,9 @@ def load_model_dir(path: Path | str) -> LoadedModel:
     if not source.is_file():
         raise ModelConfigError(f"{source}: no such file (a model folder needs {MODEL_FILE})")
     digest = folder_digest(folder)
-    model = _model_class(_import_module(source, digest), config, source)()
+    cls = _model_class(_import_module(source, digest), config, source)
+    _check_openai_table(cls, config, source)
+    model = cls()
     model.config, model.path = config, folder
     version = version_id("python", digest)
     return LoadedModel(folder, config, model, backend_for(model, config), version)
