@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ WEATHER_TOOL = {
     "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA},
 }
 TALKER = '''
+import time
+
 from portway import ModelClass
 from portway.sdk import Usage
 
@@ -44,12 +47,23 @@ class Talker(ModelClass):
         text = messages[-1]["content"]
         if text == "fail now":
             raise ValueError("the talker cannot do that")
+        if text == "talk forever":
+            yield from self.forever()
+            return
         words = text.split()
         for index, word in enumerate(words):
             if word == "explode":
                 raise RuntimeError("exploded mid-sentence")
             yield word if index == 0 else " " + word
         yield Usage(prompt_tokens=100, completion_tokens=len(words))
+
+    def forever(self):
+        try:
+            while True:
+                time.sleep(0.05)
+                yield " more"
+        finally:
+            (self.path / ".closed").write_text("closed")
 '''
 
 
@@ -285,3 +299,22 @@ def test_gemma_example_served_in_process(catalogued: Server) -> None:
     )
     texts = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert texts
+
+
+def test_a_client_that_disconnects_closes_the_generator(served: ModelServer) -> None:
+    marker = served.folder / ".closed"
+    body = {"model": DEMO, "messages": [{"role": "user", "content": "talk forever"}]}
+    headers = {"Authorization": f"Bearer {served.admin_token}"}
+    with httpx.stream(
+        "POST",
+        served.base_url + "/v1/chat/completions",
+        json={**body, "stream": True},
+        headers=headers,
+        timeout=30,
+    ) as response:
+        lines = response.iter_lines()
+        assert any("more" in line for line in lines)
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == "closed"
