@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -70,8 +71,8 @@ async def test_messages_and_params_reach_the_model() -> None:
     assert params.stop == ["x"]
     assert params.tool_choice == "auto"
     assert params.tools[0]["function"]["name"] == "f"
-    await collect(backend, request("hi", tools=("f",), tool_mode="named"))
-    assert model.seen[1][1].tool_choice == {"type": "function", "function": {"name": None}}
+    await collect(backend, request("hi", tools=("f",), tool_mode="none"))
+    assert model.seen[1][1].tool_choice == "none"
 
 
 async def test_reasoning_calls_and_usage() -> None:
@@ -98,6 +99,20 @@ async def test_a_call_to_a_tool_not_offered_fails() -> None:
     backend = chat_backend(Words(ToolCall("g", {})), tools=True)
     with pytest.raises(ModelFailed, match="'g', which the request did not offer"):
         await collect(backend, request("hi", tools=("f",)))
+
+
+async def test_tool_choice_is_held_to() -> None:
+    backend = chat_backend(Words("no call"), tools=True)
+    with pytest.raises(ModelFailed, match="made no tool call"):
+        await collect(backend, request("hi", tools=("f",), tool_mode="required"))
+    backend = chat_backend(Words(ToolCall("g", {})), tools=True)
+    named = request("hi", tools=("f", "g"), tool_mode="named")
+    named = replace(named, tool_name="f")
+    with pytest.raises(ModelFailed, match="tool_choice names 'f'"):
+        await collect(backend, named)
+    backend = chat_backend(Words(ToolCall("f", {})), tools=True)
+    deltas = await collect(backend, named)
+    assert deltas[-1].finish_reason == "stop"
 
 
 async def test_max_tokens_cuts_the_text_and_closes_the_generator() -> None:

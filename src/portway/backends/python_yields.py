@@ -120,7 +120,14 @@ class YieldConverter:
         )
 
     def finish(self) -> Delta:
-        """The last delta: what stop matching held back, and the finish reason."""
+        """The last delta: what stop matching held back, and the finish reason.
+        A generation that ends without the call ``tool_choice`` demanded fails."""
+        forced = self.params.tool_choice == "required" or self.params.forced_tool
+        if forced and not self._calls and self.finish_reason is None:
+            raise ModelFailed(
+                f"ValueError: {self.model} made no tool call, and the request's "
+                "tool_choice requires one"
+            )
         held = "" if self.finished else self._stops.flush()
         reason = self.finish_reason or "stop"
         return Delta(text=held, tokens=self.count(held) if held else 0, finish_reason=reason)
@@ -147,6 +154,12 @@ class YieldConverter:
 
     def _check_tool(self, name: str) -> None:
         offered = [tool["function"]["name"] for tool in self.params.tools]
+        forced = self.params.forced_tool
+        if forced and name != forced:
+            raise ModelFailed(
+                f"ValueError: {self.model} called the tool {name!r}; the request's "
+                f"tool_choice names {forced!r}"
+            )
         if name not in offered:
             raise ModelFailed(
                 f"ValueError: {self.model} called the tool {name!r}, which the request "
