@@ -102,12 +102,12 @@ class PythonChatBackend(ChatBackend):
         await self.slots.acquire()
         items = self._items(messages, params, self.slots.release)
         try:
-            first = await self._next(items)
+            item = await self._next(items)  # before the first delta: errors stay HTTP errors
             yield Delta(prompt_tokens=prompt_tokens)
-            while first is not None and not convert.finished:
-                for delta in convert.feed(first[0]):
+            while item is not None and not convert.finished:
+                for delta in convert.feed(item[0]):
                     yield delta
-                first = None if convert.finished else await self._next(items)
+                item = None if convert.finished else await self._next(items)
             yield convert.finish()
         finally:
             await aclose(items)
