@@ -12,10 +12,11 @@ import pytest
 
 from portway.aio import aclose
 from portway.auth.principal import Principal
+from portway.backends.scripted import ScriptedBackend
 from portway.backends.upstream import upstream_backend
 from portway.backends.upstream_http import open_session
 from portway.errors import InvalidRequest, UnsupportedParameter
-from portway.registry.catalog import OpenAISpec
+from portway.registry.catalog import CatalogError, OpenAISpec
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
@@ -157,3 +158,43 @@ async def test_chat_stream_frames(relay: tuple[RelayService, Ledger], tmp_path: 
     assert all(chunk["choices"] for chunk in chunks)  # the usage chunk stayed with Portway
     assert {chunk["model"] for chunk in chunks} == {"up/stream/models/chat"}
     assert (ledger.rows[0].prompt_tokens, ledger.rows[0].completion_tokens) == (7, 6)
+
+
+def _hosted(name: str, kind: str, fallbacks: list[str]) -> ModelEntry:
+    spec = OpenAISpec.model_validate(
+        {
+            "user": "up",
+            "app": "fb",
+            "model": name,
+            "backend": "openai",
+            "kind": kind,
+            "base_url": "http://127.0.0.1:9/v1",
+            "upstream_model": name,
+            "fallbacks": fallbacks,
+        }
+    )
+    return ModelEntry(ModelRef("up", "fb", name), "0" * 32, upstream_backend(spec))
+
+
+@pytest.mark.parametrize(
+    ("kind", "fallback", "problem"),
+    [
+        ("chat", "up/local/models/scripted", None),
+        ("embedding", "up/local/models/scripted", "is a chat model"),
+        ("chat", "up/local/models/missing", "is not in the catalogue"),
+    ],
+)
+async def test_fallbacks_may_be_local_models_of_the_same_kind(
+    kind: str, fallback: str, problem: str | None
+) -> None:
+    local = ModelEntry(ModelRef("up", "local", "scripted"), "1" * 32, ScriptedBackend(["x"]))
+    hosted = _hosted("primary", kind, [fallback])
+    service = RelayService(Registry([hosted, local]), Ledger(), open_session())
+    try:
+        if problem is None:
+            service._check_fallbacks(hosted)
+        else:
+            with pytest.raises(CatalogError, match=problem):
+                service._check_fallbacks(hosted)
+    finally:
+        await service.close()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
+from starlette.responses import Response
 
 from portway.api.deps import context, invalid_request, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
@@ -37,8 +38,16 @@ async def _body(request: Request) -> CreateResponse:
 async def create_response(request: Request) -> Any:
     ctx = await context(request, ENDPOINT)
     body = await _body(request)
-    if relayed := await relay_if_hosted(request, ctx, body.model, RESPONSES):
+
+    async def local(name: str) -> Response:  # a hosted model's local fallback
+        return await _create(request, ctx, body.model_copy(update={"model": name}))
+
+    if relayed := await relay_if_hosted(request, ctx, body.model, RESPONSES, local):
         return relayed
+    return await _create(request, ctx, body)
+
+
+async def _create(request: Request, ctx: RequestContext, body: CreateResponse) -> Response:
     service = _service(request)
     run = await service.create(ctx, body)
     if body.stream:

@@ -4,7 +4,10 @@ renamed back), metered in the usage ledger.
 
 Order of attempts: the model's endpoints with retries (exponential backoff with
 jitter, at least ``Retry-After``) within the model's ``total`` deadline, then each
-fallback model the same way. All of that happens before the client has received
+fallback model the same way. A fallback may be a local model: when the chain
+reaches it, the relay raises :class:`LocalFallback` and the API layer serves the
+request with that model through the serving layer (which writes its ledger row);
+the chain ends there. All of that happens before the client has received
 a byte: a stream is only handed to the client once its first event is in. After
 that a failure ends the stream with an error event, and the usage so far is
 written. Every relayed request writes one ledger row.
@@ -25,6 +28,7 @@ import aiohttp
 import httpx
 from pydantic_core import from_json
 
+from portway.backends.base import RelayBackend
 from portway.backends.upstream import (
     Exchange,
     UpstreamBackend,
@@ -54,6 +58,17 @@ from portway.store import Store
 log = logging.getLogger("portway.relay")
 
 T = TypeVar("T")
+
+
+class LocalFallback(Exception):
+    """The hosted models of the chain failed before their first byte and the next
+    fallback, ``entry``, is served locally. ``error`` is the last upstream failure
+    (the answer if the API layer cannot serve ``entry``). No ledger row was written."""
+
+    def __init__(self, entry: ModelEntry, error: PortwayError) -> None:
+        super().__init__(entry.name)
+        self.entry = entry
+        self.error = error
 
 
 @dataclass
@@ -170,10 +185,14 @@ class RelayService:
             await self._fetcher.aclose()
 
     def _check_fallbacks(self, entry: ModelEntry) -> None:
+        """Each fallback is a hosted (``openai``) or local model of the same kind."""
         for name in _upstream(entry).fallbacks:
             found = self._by_name.get(name)
-            if found is None or not isinstance(found.backend, UpstreamBackend):
-                raise CatalogError(f"{entry.name}: fallback {name!r} is not an 'openai' model")
+            if found is None:
+                raise CatalogError(f"{entry.name}: fallback {name!r} is not in the catalogue")
+            relayed = isinstance(found.backend, RelayBackend)
+            if relayed and not isinstance(found.backend, UpstreamBackend):
+                raise CatalogError(f"{entry.name}: fallback {name!r} cannot be a fallback")
             if found.kind != entry.kind:
                 raise CatalogError(f"{entry.name}: fallback {name!r} is a {found.kind} model")
 
@@ -259,6 +278,8 @@ class RelayService:
             opened = await self._attempts(
                 call, lambda entry, until: self._open(call, entry, until, state)
             )
+        except LocalFallback:
+            raise
         except BaseException as exc:
             self.recorder.record(call.meter.to_record(*_status(exc)))
             raise
@@ -339,6 +360,9 @@ class RelayService:
         """``attempt`` on each model of the chain, with retries, until one succeeds."""
         last: PortwayError | None = None
         for entry in call.chain:
+            if not isinstance(entry.backend, UpstreamBackend):
+                assert last is not None  # the chain starts with the hosted model
+                raise LocalFallback(entry, last)
             backend = _upstream(entry)
             deadline = _now() + backend.timeouts.total
             tries = 0
@@ -445,6 +469,8 @@ class _ledger:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        if isinstance(exc, LocalFallback):
+            return  # the local model's serving layer writes the row
         status = ("completed", None) if exc is None else _status(exc)
         self.recorder.record(self.call.meter.to_record(*status))
         _log_tokens(self.call)
