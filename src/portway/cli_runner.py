@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from portway.backends.base import ChatBackend
+from portway.backends.base import ModelBackend
 
 
 @click.command("runner")
@@ -42,10 +42,6 @@ def runner(directory: Path, server: str, token: str, concurrency: int | None) ->
         loaded = load_model_dir(directory)
     except Exception as exc:
         raise click.ClickException(str(exc)) from exc
-    if not isinstance(loaded.backend, ChatBackend):
-        raise click.ClickException(
-            f"{loaded.reference} is a {loaded.config.kind} model; runners serve chat models"
-        )
     slots = concurrency or loaded.config.concurrency
     sys.exit(
         asyncio.run(_serve(loaded.backend, loaded.reference, loaded.version, server, token, slots))
@@ -53,7 +49,7 @@ def runner(directory: Path, server: str, token: str, concurrency: int | None) ->
 
 
 async def _serve(
-    backend: ChatBackend, reference: str, version: str, server: str, token: str, slots: int
+    backend: ModelBackend, reference: str, version: str, server: str, token: str, slots: int
 ) -> int:
     from portway.runners.client import Refused, RunnerClient
 

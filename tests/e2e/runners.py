@@ -45,6 +45,35 @@ class Boom(ModelClass):
         raise ValueError("the model is broken")
 """
 
+EMBED_MODEL = """
+from portway import ModelClass
+
+class Letters(ModelClass):
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def embed(self, texts):
+        return [[float(len(text)), 1.0, 0.0, 0.0] for text in texts]
+"""
+
+IMAGE_MODEL = """
+import struct, zlib
+from portway import ModelClass
+
+def png(width, height):
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+    rows = b"".join(b"\\x00" + b"\\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+class Grey(ModelClass):
+    def generate_image(self, prompt, *, n, width, height):
+        return [png(width, height) for _ in range(n)]
+"""
+
 
 def model_folder(
     root: Path,
@@ -52,6 +81,7 @@ def model_folder(
     *,
     user: str = "alice",
     app: str = "runners",
+    kind: str = "chat",
     model: str = "slow",
     concurrency: int = 2,
     extra: str = "",
@@ -61,7 +91,7 @@ def model_folder(
     folder.mkdir(parents=True)
     (folder / "model.py").write_text(textwrap.dedent(source))
     (folder / "portway-model.toml").write_text(
-        f'[model]\nuser = "{user}"\napp = "{app}"\nid = "{model}"\nkind = "chat"\n'
+        f'[model]\nuser = "{user}"\napp = "{app}"\nid = "{model}"\nkind = "{kind}"\n'
         f"context_length = 4096\nconcurrency = {concurrency}\n{extra}"
     )
     return folder

@@ -3,6 +3,7 @@ the real ``openai`` client."""
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import time
@@ -15,7 +16,14 @@ import openai
 import pytest
 
 from tests.e2e.ledger import wait_for_rows
-from tests.e2e.runners import BOOM_MODEL, SLOW_MODEL, Runner, model_folder
+from tests.e2e.runners import (
+    BOOM_MODEL,
+    EMBED_MODEL,
+    IMAGE_MODEL,
+    SLOW_MODEL,
+    Runner,
+    model_folder,
+)
 from tests.e2e.server import Server
 from tests.e2e.sse import check_grammar, chunks, raw_events
 
@@ -406,3 +414,39 @@ def test_runner_reconnects_after_a_server_restart(tmp_path: Path) -> None:
         assert runner.stop(signal.SIGINT) == 0
     finally:
         restarting.stop()
+
+
+def test_embedding_and_image_models(
+    server: Server, client: openai.OpenAI, folders: Path, alice_runner: str
+) -> None:
+    embed = model_folder(
+        folders, EMBED_MODEL, model="letters", kind="embedding", extra="dimensions = 4\n"
+    )
+    image = model_folder(folders, IMAGE_MODEL, model="grey", kind="image")
+    runners = [
+        Runner(embed, server, alice_runner).start(),
+        Runner(image, server, alice_runner).start(),
+    ]
+    try:
+        found = client.embeddings.create(
+            model="alice/runners/models/letters", input=["ab", "abc d"]
+        )
+        assert [item.embedding for item in found.data] == [[2, 1, 0, 0], [5, 1, 0, 0]]
+        assert found.usage.prompt_tokens == 3
+        with pytest.raises(openai.BadRequestError):
+            client.embeddings.create(model="alice/runners/models/letters", input=[[1, 2]])
+        with pytest.raises(openai.BadRequestError, match="embedding model"):
+            client.chat.completions.create(model="alice/runners/models/letters", messages=HI)
+        made = client.images.generate(
+            model="alice/runners/models/grey",
+            prompt="grey",
+            n=2,
+            size="64x64",  # type: ignore[arg-type]
+            response_format="b64_json",
+        )
+        assert made.data is not None and len(made.data) == 2
+        png = base64.b64decode(made.data[0].b64_json or "")
+        assert png.startswith(b"\x89PNG") and png[16:24] == bytes([0, 0, 0, 64, 0, 0, 0, 64])
+    finally:
+        for runner in runners:
+            runner.stop()

@@ -1,4 +1,4 @@
-"""RunnerBackend's scheduling, relaying, cancelling and failover, with in-process runners."""
+"""RunnerChatBackend's scheduling, relaying, cancelling and failover, with in-process runners."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from portway.aio import aclose
-from portway.backends.base import Delta, GenerationRequest, Message, SamplingParams
-from portway.errors import Overloaded, PortwayError
+from portway.backends.base import Delta, GenerationRequest, ImageRequest, Message, SamplingParams
+from portway.errors import BadGateway, Overloaded, PortwayError
 from portway.runners import wire
-from portway.runners.backend import RunnerBackend
+from portway.runners.backend import RunnerChatBackend
 from portway.runners.errors import RunnerLost, RunnerUnavailable
 from portway.runners.link import RunnerLink
+from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
 from portway.runners.wire import ModelInfo
 
 INFO = ModelInfo(reference="alice/demo/models/echo", version="0" * 32, context_length=100)
@@ -25,7 +26,7 @@ REQUEST = GenerationRequest(messages=(Message("user", "hi"),), sampling=Sampling
 class FakeRunner:
     """Answers each chat frame with a prompt delta, then waits for ``release``."""
 
-    def __init__(self, backend: RunnerBackend, name: str, concurrency: int = 1) -> None:
+    def __init__(self, backend: RunnerChatBackend, name: str, concurrency: int = 1) -> None:
         self.link = RunnerLink(name, INFO, concurrency, "alice")
         self.frames: list[dict[str, Any]] = []
         self.answers: set[asyncio.Future[None]] = set()
@@ -36,7 +37,7 @@ class FakeRunner:
     async def _receive(self, frame: dict[str, Any]) -> None:
         frame = json.loads(json.dumps(frame))
         self.frames.append(frame)
-        if frame["type"] == "chat":
+        if frame["type"] != "cancel":
             answer = asyncio.ensure_future(self._answer(frame["id"]))
             self.answers.add(answer)
             answer.add_done_callback(self.answers.discard)
@@ -55,7 +56,7 @@ class FakeRunner:
     def chats(self) -> list[str]:
         return [frame["id"] for frame in self.frames if frame["type"] == "chat"]
 
-    def kill(self, backend: RunnerBackend) -> None:
+    def kill(self, backend: RunnerChatBackend) -> None:
         self.link.lose()
         backend.remove(self.link)
 
@@ -70,7 +71,7 @@ async def settle() -> None:
 
 
 async def test_no_runner_is_503_with_retry_after() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
     with pytest.raises(RunnerUnavailable) as caught:
         await anext(backend.generate(REQUEST))
     assert caught.value.status == 503
@@ -78,7 +79,7 @@ async def test_no_runner_is_503_with_retry_after() -> None:
 
 
 async def test_fewest_in_flight_first_then_fifo_then_overloaded() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO, max_queue=1)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO, max_queue=1)
     one, two = FakeRunner(backend, "one"), FakeRunner(backend, "two")
     first, second, third = (backend.generate(REQUEST) for _ in range(3))
     assert (await anext(first)).prompt_tokens == 3
@@ -101,7 +102,7 @@ async def test_fewest_in_flight_first_then_fifo_then_overloaded() -> None:
 
 
 async def test_closing_early_sends_cancel() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
     runner = FakeRunner(backend, "one")
     stream = backend.generate(REQUEST)
     await anext(stream)
@@ -112,7 +113,7 @@ async def test_closing_early_sends_cancel() -> None:
 
 
 async def test_unstarted_requests_move_started_ones_fail() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
     one, two = FakeRunner(backend, "one", concurrency=2), FakeRunner(backend, "two")
     two.link.concurrency = 0  # busy until one dies
     started = backend.generate(REQUEST)
@@ -131,7 +132,7 @@ async def test_unstarted_requests_move_started_ones_fail() -> None:
 
 
 async def test_last_runner_leaving_fails_the_queue() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
     runner = FakeRunner(backend, "one")
     busy = backend.generate(REQUEST)
     await anext(busy)
@@ -145,7 +146,7 @@ async def test_last_runner_leaving_fails_the_queue() -> None:
 
 
 async def test_error_frames_become_openai_errors() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
     runner = FakeRunner(backend, "one")
     runner._answer = lambda call_id: asyncio.sleep(  # type: ignore[method-assign]
         0,
@@ -166,7 +167,7 @@ async def test_error_frames_become_openai_errors() -> None:
 
 
 async def test_a_first_delta_with_text_gets_a_prompt_delta_before_it() -> None:
-    backend = RunnerBackend("alice/demo/models/echo", INFO)
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
     runner = FakeRunner(backend, "one")
 
     async def answer(call_id: str) -> None:
@@ -180,3 +181,28 @@ async def test_a_first_delta_with_text_gets_a_prompt_delta_before_it() -> None:
         Delta(text="a", tokens=1),
         Delta(finish_reason="stop"),
     ]
+
+
+async def test_embedding_and_image_results_are_checked() -> None:
+    info = ModelInfo(
+        reference="alice/demo/models/e", version="0" * 32, kind="embedding", dimensions=2
+    )
+    embedder = RunnerEmbeddingBackend("alice/demo/models/e", info)
+    runner = FakeRunner(embedder, "one")  # type: ignore[arg-type]
+
+    async def vectors(call_id: str) -> None:
+        runner.send({"type": "result", "id": call_id, "vectors": [[1.0, 2.0], [3, 4]]})
+
+    runner._answer = vectors  # type: ignore[method-assign]
+    assert await embedder.embed(["a", "b"]) == [[1.0, 2.0], [3.0, 4.0]]
+    with pytest.raises(BadGateway, match="one vector per text"):
+        await embedder.embed(["a"])
+    images = RunnerImageBackend("alice/demo/models/i", info)
+    runner = FakeRunner(images, "two")  # type: ignore[arg-type]
+
+    async def not_png(call_id: str) -> None:
+        runner.send({"type": "result", "id": call_id, "images": [{"png": "aGVsbG8="}]})
+
+    runner._answer = not_png  # type: ignore[method-assign]
+    with pytest.raises(BadGateway, match="not a PNG"):
+        await images.generate(ImageRequest("p", 1, 64, 64))

@@ -12,7 +12,7 @@ from portway.backends.scripted import ScriptedBackend
 from portway.errors import ModelNotFound, PermissionDenied
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
-from portway.runners.backend import RunnerBackend
+from portway.runners.backend import RunnerChatBackend
 from portway.runners.errors import RunnerConflict, RunnerUnavailable
 from portway.runners.hub import RunnerHub
 from portway.runners.wire import Capabilities, Hello, ModelInfo
@@ -46,7 +46,7 @@ def registry() -> Registry:
     declared = ModelEntry(
         ModelRef("alice", "demo", "declared"),
         "d" * 32,
-        RunnerBackend("alice/demo/models/declared"),
+        RunnerChatBackend("alice/demo/models/declared"),
         visibility="private",
     )
     return Registry([scripted, declared])

@@ -34,7 +34,7 @@ def test_request_round_trip_leaves_defaults_out() -> None:
         tool_name="f",
         response_format={"type": "json_object"},
     )
-    frame = json.loads(json.dumps(wire.chat_frame("c1", request)))
+    frame = json.loads(json.dumps(wire.call_frame("chat", "c1", {"request": request})))
     assert frame["request"]["messages"][0] == {"role": "user", "content": "hi"}
     assert frame["request"]["sampling"] == {
         "max_tokens": 5,

@@ -57,13 +57,9 @@ def build_scripted(spec: ScriptedSpec, data_dir: Path) -> Built:
 
 def build_runner(spec: RunnerSpec, data_dir: Path) -> Built:
     """A declared runner model: listed always, served while runners attach."""
-    from portway.runners.backend import RunnerBackend
+    from portway.runners.backend import runner_backend
 
-    if spec.kind != "chat":
-        raise catalog.CatalogError(
-            f"{spec.reference}: runners serve chat models only (kind = '{spec.kind}')"
-        )
-    return RunnerBackend(spec.reference), version_id("runner", spec.reference)
+    return runner_backend(spec.reference, spec.kind), version_id("runner", spec.reference)
 
 
 BUILDERS: dict[str, Callable[[Any, Path], Built]] = {

@@ -1,75 +1,105 @@
-"""``RunnerBackend``: one model version served by the runners attached to it."""
+"""Backends whose work runs on attached runners: one per model version and kind."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from portway.backends.base import Capabilities, ChatBackend, Delta, GenerationRequest
-from portway.errors import Overloaded
-from portway.runners.errors import RunnerGone, RunnerLost, RunnerUnavailable, from_frame
+from portway.backends.base import (
+    Capabilities,
+    ChatBackend,
+    Delta,
+    GenerationRequest,
+    Kind,
+    ModelBackend,
+)
+from portway.errors import BadGateway
+from portway.runners.errors import RunnerGone, RunnerLost, from_frame
 from portway.runners.link import Call, RunnerLink
-from portway.runners.wire import ErrorFrame, ModelInfo
-
-MAX_QUEUE = 64
-"""Requests that may wait for a free runner slot; more get 503 Overloaded."""
+from portway.runners.pool import MAX_QUEUE, RunnerPool
+from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame
 
 
-class RunnerBackend(ChatBackend):
+def estimate_tokens(text: str) -> int:
+    """A token per 4 UTF-8 bytes (the model's tokenizer is on the runner)."""
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+class RunnerBackend(ModelBackend):
+    """What every runner-served backend has: its pool of runners and the model's
+    description (``info`` is None for a catalogue declaration no runner has filled)."""
+
+    def __init__(self, reference: str, info: ModelInfo | None, max_queue: int) -> None:
+        self.reference = reference
+        self.info = info
+        self.pool = RunnerPool(reference, max_queue)
+
+    @property
+    def attached(self) -> bool:
+        return bool(self.pool.links)
+
+    def add(self, link: RunnerLink) -> None:
+        self.pool.add(link)
+
+    def remove(self, link: RunnerLink) -> None:
+        """Detach ``link`` (its calls must already know, see ``RunnerLink.lose``)."""
+        self.pool.remove(link)
+
+    def health(self) -> dict[str, Any]:
+        return self.pool.health()
+
+    async def unary(self, kind: str, payload: dict[str, Any]) -> ResultFrame:
+        """Send one ``kind`` frame to a runner and await its result; a runner that
+        leaves first is replaced (the work is repeated elsewhere)."""
+        retried = False
+        while True:
+            link = await self.pool.acquire(front=retried)
+            call = link.open(kind, payload)
+            try:
+                event = await call.events.get()
+                if event is None:
+                    retried = True
+                    continue
+                call.done = True
+                if isinstance(event, ErrorFrame):
+                    link.failed += 1
+                    raise from_frame(event)
+                if not isinstance(event, ResultFrame):
+                    raise BadGateway(f"The runner of '{self.reference}' answered with a delta.")
+                link.served += 1
+                return event
+            finally:
+                link.finish(call)
+                self.pool.release(link)
+
+
+class RunnerChatBackend(RunnerBackend, ChatBackend):
     """A chat model version whose generations run on attached runners.
 
-    Each request goes to the runner with the fewest calls in flight, never past
-    a runner's concurrency; when all are busy it waits in a FIFO queue of at most
-    ``max_queue``. A request whose runner leaves before its first delta goes back
-    to the head of the queue; one that had begun fails with :class:`RunnerLost`.
-    ``info`` is None for a catalogue-declared model no runner has described yet.
+    A request whose runner leaves before its first delta goes back to the head
+    of the queue; one that had begun fails with :class:`RunnerLost`.
     """
 
     def __init__(
         self, reference: str, info: ModelInfo | None = None, max_queue: int = MAX_QUEUE
     ) -> None:
-        self.reference = reference
-        self.info = info
-        self.max_queue = max_queue
-        self.links: list[RunnerLink] = []
-        self._waiters: deque[asyncio.Future[RunnerLink]] = deque()
+        super().__init__(reference, info, max_queue)
         if info is not None:
             self.context_length = info.context_length
             self.capabilities = Capabilities(**info.capabilities.model_dump(), grammar=False)
             self.tool_family = info.tool_family
             self.reasons = info.reasons
 
-    @property
-    def attached(self) -> bool:
-        return bool(self.links)
-
     def count_tokens(self, text: str) -> int:
-        """An estimate (the tokenizer is on the runner): a token per 4 UTF-8 bytes."""
-        return math.ceil(len(text.encode("utf-8")) / 4)
-
-    def add(self, link: RunnerLink) -> None:
-        self.links.append(link)
-        self._hand_out()
-
-    def remove(self, link: RunnerLink) -> None:
-        """Detach ``link`` (its calls must already know, see ``RunnerLink.lose``)."""
-        if link in self.links:
-            self.links.remove(link)
-        if not self.links:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(RunnerUnavailable(self.reference))
+        return estimate_tokens(text)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         retried = False
         while True:
-            link = await self._acquire(front=retried)
-            call = link.open(request)
+            link = await self.pool.acquire(front=retried)
+            call = link.open("chat", {"request": request})
             try:
                 async for delta in self._relay(link, call):
                     yield delta
@@ -80,7 +110,7 @@ class RunnerBackend(ChatBackend):
                 retried = True
             finally:
                 link.finish(call)
-                self._release(link)
+                self.pool.release(link)
 
     async def _relay(self, link: RunnerLink, call: Call) -> AsyncIterator[Delta]:
         while True:
@@ -91,6 +121,9 @@ class RunnerBackend(ChatBackend):
                 call.done = True
                 link.failed += 1
                 raise from_frame(event)
+            if isinstance(event, ResultFrame):
+                call.done = True
+                raise BadGateway(f"The runner of '{self.reference}' answered with a result.")
             delta = event.delta
             if not call.started and (delta.prompt_tokens is None or _has_output(delta)):
                 yield Delta(prompt_tokens=delta.prompt_tokens or 0)
@@ -103,50 +136,6 @@ class RunnerBackend(ChatBackend):
                 link.served += 1
                 return
 
-    def _pick(self) -> RunnerLink | None:
-        free = [link for link in self.links if link.in_flight < link.concurrency]
-        return min(free, key=lambda link: link.in_flight) if free else None
-
-    async def _acquire(self, *, front: bool) -> RunnerLink:
-        if not self.links:
-            raise RunnerUnavailable(self.reference)
-        link = None if self._waiters else self._pick()
-        if link is not None:
-            link.in_flight += 1
-            return link
-        if len(self._waiters) >= self.max_queue and not front:
-            raise Overloaded(self.reference)
-        waiter: asyncio.Future[RunnerLink] = asyncio.get_running_loop().create_future()
-        if front:
-            self._waiters.appendleft(waiter)
-        else:
-            self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release(waiter.result())
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
-            raise
-
-    def _release(self, link: RunnerLink) -> None:
-        link.in_flight -= 1
-        self._hand_out()
-
-    def _hand_out(self) -> None:
-        while self._waiters and (link := self._pick()) is not None:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                link.in_flight += 1
-                waiter.set_result(link)
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "queued": sum(not waiter.done() for waiter in self._waiters),
-            "runners": [link.health() for link in self.links],
-        }
-
 
 def _has_output(delta: Delta) -> bool:
     return bool(
@@ -157,3 +146,16 @@ def _has_output(delta: Delta) -> bool:
         or delta.logprobs
         or delta.finish_reason
     )
+
+
+def runner_backend(
+    reference: str, kind: Kind, info: ModelInfo | None = None, max_queue: int = MAX_QUEUE
+) -> RunnerBackend:
+    """The runner-served backend of a model of ``kind``."""
+    from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
+
+    if kind == "embedding":
+        return RunnerEmbeddingBackend(reference, info, max_queue)
+    if kind == "image":
+        return RunnerImageBackend(reference, info, max_queue)
+    return RunnerChatBackend(reference, info, max_queue)

@@ -1,9 +1,9 @@
-"""The runner process: serves a chat backend to a Portway server over one WebSocket.
+"""The runner process: serves a model backend to a Portway server over one WebSocket.
 
 It connects out, says ``hello`` and waits for ``ready``; then it runs each
-``chat`` request as its own task (the server sends no more than the runner's
-concurrency), streams the backend's deltas back as they come, and stops a
-request on ``cancel`` by closing the backend's iterator. A dropped connection
+request as its own task (the server sends no more than the runner's
+concurrency; see :mod:`portway.runners.work`), and stops a request on
+``cancel`` (a generation's backend iterator is closed). A dropped connection
 is retried with exponential backoff and jitter; a refusal is final.
 """
 
@@ -20,14 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from portway.aio import aclose
-from portway.backends.base import ChatBackend, Delta, GenerationRequest
-from portway.errors import PortwayError
-from portway.runners import wire
+from portway.backends.base import ModelBackend
+from portway.runners.work import Worker, model_info
 
 log = logging.getLogger("portway.runner")
 
@@ -63,30 +60,12 @@ def connect_url(server: str) -> str:
     return base + "/v1/runners/connect"
 
 
-def model_info(backend: ChatBackend, reference: str, version: str) -> dict[str, Any]:
-    """The ``model`` part of ``hello``: what the server needs to serve the backend."""
-    caps = backend.capabilities
-    return {
-        "reference": reference,
-        "version": version,
-        "kind": "chat",
-        "context_length": backend.context_length,
-        "capabilities": {
-            name: getattr(caps, name)
-            for name in wire.Capabilities.model_fields
-            if hasattr(caps, name)
-        },
-        "tool_family": backend.tool_family,
-        "reasons": backend.reasons,
-    }
-
-
 class RunnerClient:
     """Serves ``backend`` (already started) as ``reference`` version ``version``."""
 
     def __init__(
         self,
-        backend: ChatBackend,
+        backend: ModelBackend,
         *,
         reference: str,
         version: str,
@@ -96,7 +75,7 @@ class RunnerClient:
         say: Callable[[str], None] = print,
         backoff: Backoff = Backoff(),
     ) -> None:
-        self.backend = backend
+        self.worker = Worker(backend)
         self.url = connect_url(server)
         self.token = token
         self.hello = {
@@ -155,8 +134,8 @@ class RunnerClient:
         async for message in ws:
             frame = json.loads(message)
             kind, call_id = frame.get("type"), str(frame.get("id", ""))
-            if kind == "chat":
-                self._start(ws, call_id, frame.get("request"))
+            if kind in ("chat", "embed", "count_tokens", "image"):
+                self._start(ws, frame)
             elif kind == "cancel":
                 task = self.tasks.get(call_id)
                 if task is not None:
@@ -166,37 +145,11 @@ class RunnerClient:
             else:
                 log.warning("ignoring a frame of unknown type %r", kind)
 
-    def _start(self, ws: ClientConnection, call_id: str, data: Any) -> None:
-        try:
-            request = wire.request_from_json(data)
-        except ValidationError as exc:
-            error = PortwayError(f"The runner could not read the request: {exc.errors()[0]['msg']}")
-            task = asyncio.ensure_future(_send(ws, _error_frame(call_id, error)))
-        else:
-            task = asyncio.ensure_future(self._generate(ws, call_id, request))
+    def _start(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        call_id = str(frame.get("id", ""))
+        task = asyncio.ensure_future(self.worker.run(frame, lambda answer: _send(ws, answer)))
         self.tasks[call_id] = task
         task.add_done_callback(lambda _: self.tasks.pop(call_id, None))
-
-    async def _generate(
-        self, ws: ClientConnection, call_id: str, request: GenerationRequest
-    ) -> None:
-        """Stream one generation's deltas; the last one carries finish_reason."""
-        stream = self.backend.generate(request)
-        try:
-            finished = False
-            async for delta in stream:
-                finished = finished or delta.finish_reason is not None
-                await _send(ws, wire.delta_frame(call_id, delta))
-            if not finished:
-                await _send(ws, wire.delta_frame(call_id, Delta(finish_reason="stop")))
-        except PortwayError as exc:
-            await _send(ws, _error_frame(call_id, exc))
-        except Exception as exc:
-            log.exception("request %s failed", call_id)
-            error = PortwayError(f"{type(exc).__name__}: {exc}", code="model_error")
-            await _send(ws, _error_frame(call_id, error))
-        finally:
-            await aclose(stream)
 
     async def _drop_calls(self) -> None:
         """The connection is gone: stop every request it carried."""
@@ -207,17 +160,6 @@ class RunnerClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks.clear()
-
-
-def _error_frame(call_id: str, error: PortwayError) -> dict[str, Any]:
-    return {
-        "type": "error",
-        "id": call_id,
-        "status": error.status,
-        "message": error.message[:4000],
-        "code": error.code,
-        "param": error.param,
-    }
 
 
 async def _send(ws: ClientConnection, frame: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from portway.auth.principal import Principal
 from portway.errors import PermissionDenied
 from portway.registry import refs
 from portway.registry.models import ModelEntry, Registry
-from portway.runners.backend import RunnerBackend
+from portway.runners.backend import RunnerBackend, runner_backend
 from portway.runners.errors import RunnerConflict
 from portway.runners.link import RunnerLink
 from portway.runners.wire import Hello
@@ -48,7 +48,7 @@ class RunnerHub:
             entry = ModelEntry(
                 ref=ref,
                 version_id=info.version,
-                backend=RunnerBackend(str(ref), info),
+                backend=runner_backend(str(ref), info.kind, info),
                 visibility=declared.visibility if declared else "public",
                 created=int(registered.timestamp()),
             )

@@ -8,11 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from portway.backends.base import GenerationRequest
 from portway.runners import wire
-from portway.runners.wire import DeltaFrame, ErrorFrame, ModelInfo
+from portway.runners.wire import Answer, ModelInfo
 
-Event = DeltaFrame | ErrorFrame | None
+Event = Answer | None
 """What a call receives; None: the runner went away."""
 
 
@@ -48,11 +47,12 @@ class RunnerLink:
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._ids = itertools.count(1)
 
-    def open(self, request: GenerationRequest) -> Call:
-        """Send ``request`` to the runner; its answer arrives in the call's events."""
+    def open(self, kind: str, payload: dict[str, Any]) -> Call:
+        """Send a ``kind`` frame (``chat``, ``embed``, ...) with ``payload``; the
+        runner's answers arrive in the call's events."""
         call = Call(f"c{next(self._ids)}")
         self.calls[call.id] = call
-        self._outbox.put_nowait(wire.chat_frame(call.id, request))
+        self._outbox.put_nowait(wire.call_frame(kind, call.id, payload))
         return call
 
     def finish(self, call: Call) -> None:
@@ -61,7 +61,7 @@ class RunnerLink:
         if not call.done and not self.gone:
             self._outbox.put_nowait(wire.cancel_frame(call.id))
 
-    def deliver(self, frame: DeltaFrame | ErrorFrame) -> None:
+    def deliver(self, frame: Answer) -> None:
         """Route a runner's frame to its call (frames of finished calls are dropped)."""
         call = self.calls.get(frame.id)
         if call is not None:

@@ -1,7 +1,9 @@
 """The runner protocol's JSON frames, and the codec of the domain types they carry.
 
-Server to runner: ``ready``, ``refused``, ``chat`` (a GenerationRequest), ``cancel``.
-Runner to server: ``hello``, ``delta`` (a Delta), ``error``. Dataclasses travel
+Server to runner: ``ready``, ``refused``, ``chat`` (``request``: a GenerationRequest),
+``embed`` and ``count_tokens`` (``texts``), ``image`` (``request``: an ImageRequest),
+``cancel``. Runner to server: ``hello``, ``delta`` (a Delta), ``result``
+(``vectors``, ``counts`` or ``images``: base64 PNGs), ``error``. Dataclasses travel
 with their default-valued fields left out. What a runner sends is untrusted:
 :func:`parse_runner_frame` validates it strictly and raises :class:`FrameError`.
 """
@@ -13,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from portway.backends.base import Delta, GenerationRequest
+from portway.backends.base import Delta, GenerationRequest, ImageRequest
 from portway.registry.refs import SEGMENT, VERSION_ID
 
 MAX_CONCURRENCY = 1024
@@ -56,6 +58,14 @@ def request_from_json(data: Any) -> GenerationRequest:
     return _REQUEST.validate_python(data)
 
 
+_IMAGE_REQUEST = TypeAdapter(ImageRequest)
+
+
+def image_request_from_json(data: Any) -> ImageRequest:
+    """The ImageRequest an ``image`` frame carries (raises ValidationError)."""
+    return _IMAGE_REQUEST.validate_python(data)
+
+
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 CallId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
@@ -80,8 +90,12 @@ class ModelInfo(BaseModel):
     model_config = _STRICT
     reference: Annotated[str, Field(max_length=400)]
     version: Annotated[str, Field(pattern=f"^{VERSION_ID.pattern}$")]
-    kind: Literal["chat"] = "chat"
+    kind: Literal["chat", "embedding", "image"] = "chat"
     context_length: Annotated[int, Field(ge=0, le=1 << 24)] = 0
+    """Chat: the context window; embedding: the most tokens of one input; image:
+    the most tokens of a prompt (0: no limit)."""
+    dimensions: Annotated[int, Field(ge=0, le=65536)] = 0
+    """Embedding models: the length of their vectors."""
     capabilities: Capabilities = Capabilities()
     tool_family: Literal["typed", "json", "hermes", "llama3", "mistral", "functiongemma"] = "typed"
     reasons: bool = False
@@ -113,7 +127,27 @@ class ErrorFrame(BaseModel):
     param: Annotated[str, Field(max_length=200)] | None = None
 
 
-RunnerFrame = Hello | DeltaFrame | ErrorFrame
+class ImageResult(BaseModel):
+    model_config = _STRICT
+    png: Annotated[str, Field(min_length=1)]
+    """Base64 PNG bytes."""
+    revised_prompt: str | None = None
+
+
+class ResultFrame(BaseModel):
+    """The answer to an ``embed``, ``count_tokens`` or ``image`` frame."""
+
+    model_config = _STRICT
+    type: Literal["result"]
+    id: CallId
+    vectors: list[list[float]] | None = None
+    counts: list[Annotated[int, Field(ge=0)]] | None = None
+    images: list[ImageResult] | None = None
+
+
+Answer = DeltaFrame | ResultFrame | ErrorFrame
+"""A runner's answer to one call."""
+RunnerFrame = Hello | DeltaFrame | ResultFrame | ErrorFrame
 _FRAME: TypeAdapter[RunnerFrame] = TypeAdapter(Annotated[RunnerFrame, Field(discriminator="type")])
 
 
@@ -150,8 +184,9 @@ def _check_reference(reference: str) -> None:
         )
 
 
-def chat_frame(call_id: str, request: GenerationRequest) -> dict[str, Any]:
-    return {"type": "chat", "id": call_id, "request": to_json(request)}
+def call_frame(kind: str, call_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A request to a runner: ``chat``, ``embed``, ``count_tokens`` or ``image``."""
+    return {"type": kind, "id": call_id, **to_json(payload)}
 
 
 def cancel_frame(call_id: str) -> dict[str, Any]:
