@@ -249,7 +249,10 @@ def test_sigkill_mid_stream_errors_then_the_other_runner_serves(
     two = Runner(folder, server, alice_runner).start()
     try:
         model = "alice/runners/models/failover"
-        stream = client.chat.completions.create(model=model, messages=HI, stream=True)
+        fay = openai.OpenAI(
+            base_url=server.base_url + "/v1", api_key=server.token("fay"), max_retries=0
+        )
+        stream = fay.chat.completions.create(model=model, messages=HI, stream=True)
         pieces = iter(stream)
         next(pieces)
         victim = int(next(pieces).choices[0].delta.content or "0")
@@ -261,6 +264,9 @@ def test_sigkill_mid_stream_errors_then_the_other_runner_serves(
         assert "went away" in str(caught.value)
         reply = client.chat.completions.create(model=model, messages=HI)
         assert (reply.choices[0].message.content or "").startswith(str(survivor.pid))
+        [row] = wait_for_rows(server, "fay", 1)
+        assert (row.status, row.error_code, row.model) == ("failed", "runner_lost", model)
+        assert row.completion_tokens >= 1
     finally:
         one.stop()
         two.stop()

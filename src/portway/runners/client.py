@@ -85,6 +85,7 @@ class RunnerClient:
             "runner": f"{socket.gethostname()}:{os.getpid()}",
         }
         self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
         self.say = say
         self.backoff = backoff
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -147,9 +148,15 @@ class RunnerClient:
 
     def _start(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         call_id = str(frame.get("id", ""))
-        task = asyncio.ensure_future(self.worker.run(frame, lambda answer: _send(ws, answer)))
+        task = asyncio.ensure_future(self._run(ws, frame))
         self.tasks[call_id] = task
         task.add_done_callback(lambda _: self.tasks.pop(call_id, None))
+
+    async def _run(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        """One request, once one of ``concurrency`` slots is free (the server sends
+        no more than that; this holds even if it did)."""
+        async with self.slots:
+            await self.worker.run(frame, lambda answer: _send(ws, answer))
 
     async def _drop_calls(self) -> None:
         """The connection is gone: stop every request it carried."""
