@@ -53,7 +53,11 @@ async def _serve(
 ) -> int:
     from portway.runners.client import Refused, RunnerClient
 
-    await backend.start()
+    try:
+        await backend.start()
+    except Exception as exc:
+        click.echo(f"loading the model failed: {type(exc).__name__}: {exc}", err=True)
+        return 1
     client = RunnerClient(
         backend,
         reference=reference,

@@ -388,6 +388,10 @@ async def test_protocol_breaches_close_the_runner_not_the_server(
         await ws.wait_closed()
         assert ws.close_code == 4400
     async with connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps(hello).encode())
+        refused = json.loads(await ws.recv())
+        assert (refused["status"], refused["message"]) == (400, "frames are JSON text, not binary")
+    async with connect(url, additional_headers=headers) as ws:
         await ws.send(json.dumps(hello))
         assert json.loads(await ws.recv())["type"] == "ready"
         await ws.send(json.dumps({"type": "delta", "id": "c1", "delta": {"tokens": -5}}))
@@ -456,3 +460,12 @@ def test_embedding_and_image_models(
     finally:
         for runner in runners:
             runner.stop()
+
+
+def test_a_model_that_fails_to_load_exits_1(server: Server, folders: Path) -> None:
+    source = "from portway import ModelClass\n\nclass Broken(ModelClass):\n"
+    source += "    def load_model(self):\n        raise RuntimeError('no weights here')\n"
+    folder = model_folder(folders, source, model="broken")
+    runner = Runner(folder, server, "unused").start(wait=False)
+    assert runner.wait() == 1
+    assert "loading the model failed: RuntimeError: no weights here" in runner.stderr

@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 
 from portway.errors import InvalidRequest, PortwayError
 from portway.registry.models import ModelEntry
@@ -57,9 +58,11 @@ async def _attach(websocket: WebSocket, hub: RunnerHub) -> tuple[RunnerLink, Mod
         websocket.headers.get("authorization")
     )
     principal.require_scope("runner")
-    text = await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT)
+    message = await asyncio.wait_for(websocket.receive(), HELLO_TIMEOUT)
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
     try:
-        hello = parse_runner_frame(text)
+        hello = parse_runner_frame(_text(message))
     except FrameError as exc:
         raise InvalidRequest(str(exc)) from None
     if not isinstance(hello, Hello):
@@ -91,13 +94,17 @@ async def _read(websocket: WebSocket, link: RunnerLink) -> None:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
-        text = message.get("text")
-        if text is None:
-            raise FrameError("frames are JSON text, not binary")
-        frame = parse_runner_frame(text)
+        frame = parse_runner_frame(_text(message))
         if isinstance(frame, Hello):
             raise FrameError("'hello' is sent once, first")
         link.deliver(frame)
+
+
+def _text(message: Message) -> str:
+    text = message.get("text")
+    if not isinstance(text, str):
+        raise FrameError("frames are JSON text, not binary")
+    return text
 
 
 async def _refuse(websocket: WebSocket, status: int, message: str) -> None:

@@ -160,15 +160,17 @@ class Registry:
         found = self._runner_versions.get(ref, {}).get(version)
         return found.entry if found is not None else None
 
-    def add_runner_version(self, entry: ModelEntry, registered: float) -> None:
-        """Make a runner-served version resolvable; a catalogue model of another
-        backend keeps its name (409)."""
-        static = self._entries.get(entry.ref)
-        if static is not None and self.declared_runner(entry.ref) is None:
+    def check_runner_name(self, ref: ModelRef) -> None:
+        """Raise RunnerConflict (409) if ``ref`` is a catalogue model of another backend."""
+        if ref in self._entries and self.declared_runner(ref) is None:
             raise RunnerConflict(
-                f"The model '{entry.ref}' is served by this server's catalogue; "
+                f"The model '{ref}' is served by this server's catalogue; "
                 "a runner cannot take over its name."
             )
+
+    def add_runner_version(self, entry: ModelEntry, registered: float) -> None:
+        """Make a runner-served version resolvable (see :meth:`check_runner_name`)."""
+        self.check_runner_name(entry.ref)
         versions = self._runner_versions.setdefault(entry.ref, {})
         versions.setdefault(entry.version_id, _RunnerVersion(entry, registered))
 

@@ -125,16 +125,24 @@ class RunnerClient:
             if exc.rcvd is not None and exc.rcvd.code in REFUSED_CODES:
                 raise Refused(exc.rcvd.reason or f"closed with {exc.rcvd.code}") from None
             raise
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise Refused("the server's reply to hello is not a JSON object")
         if reply.get("type") == "refused":
             raise Refused(f"{reply.get('status')}: {reply.get('message')}")
         if reply.get("type") != "ready":
             raise Refused(f"unexpected reply to hello: {str(reply)[:200]}")
-        self.say(f"serving {reply['model']} version {reply['version_id']}")
+        self.say(f"serving {reply.get('model')} version {reply.get('version_id')}")
 
     async def _session(self, ws: ClientConnection) -> None:
         async for message in ws:
-            frame = json.loads(message)
-            kind, call_id = frame.get("type"), str(frame.get("id", ""))
+            try:
+                frame = json.loads(message)
+                kind, call_id = frame.get("type"), str(frame.get("id", ""))
+            except (ValueError, AttributeError):
+                log.warning("ignoring a frame that is not a JSON object: %.200r", message)
+                continue
             if kind in ("chat", "embed", "count_tokens", "image"):
                 self._start(ws, frame)
             elif kind == "cancel":

@@ -39,6 +39,7 @@ class RunnerHub:
                 f"Only '{ref.user}' (or an admin) may attach runners to '{ref}'.",
                 code="not_model_owner",
             )
+        self.registry.check_runner_name(ref)
         declared = self.registry.declared_runner(ref)
         if declared is not None and declared.kind != info.kind:
             raise RunnerConflict(f"The catalogue declares '{ref}' as a {declared.kind} model.")
