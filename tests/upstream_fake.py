@@ -19,6 +19,9 @@ What it does depends on the ``model`` it is asked for (the catalogue's
   ``picture-missing``, ``picture-unreachable``, ``picture-ftp`` and
   ``picture-html``: a ``url`` to a 404, a closed port, an ``ftp://`` address and
   an HTML page; other image models: ``https://images.example/fake.png``
+- image streams (``"stream": true``): ``partial_images`` partial events, then one
+  ``image_generation.completed`` event per image with usage, as OpenAI streams
+  them; ``picture-stream-break`` drops the connection after its partial events
 
 ``GET /stats`` gives the requests seen (by model), the Authorization headers and
 how many streams are open; ``POST /fail`` makes every request a 500 (``/heal``
@@ -239,8 +242,45 @@ def _picture(model: str, base: str, b64: bool) -> dict[str, Any]:
     return {"url": PICTURE_URLS[model].format(base=base), "revised_prompt": REVISED}
 
 
-async def _images(request: Request, body: dict[str, Any]) -> Response:
+IMAGE_USAGE = {
+    "input_tokens": 40,
+    "output_tokens": 60,
+    "total_tokens": 100,
+    "input_tokens_details": {"text_tokens": 10, "image_tokens": 30},
+}
+
+
+def _image_events(body: dict[str, Any]) -> list[bytes]:
+    png = base64.b64encode(picture_png()).decode()
+    common = {
+        "b64_json": png,
+        "background": "opaque",
+        "created_at": int(time.time()),
+        "output_format": "png",
+        "quality": "low",
+        "size": "1024x1024",
+    }
+    events: list[dict[str, Any]] = [
+        {"type": "image_generation.partial_image", "partial_image_index": index, **common}
+        for index in range(int(body.get("partial_images") or 0))
+    ]
+    if body.get("model") != "picture-stream-break":
+        done = {"type": "image_generation.completed", "usage": IMAGE_USAGE, **common}
+        events += [done] * int(body.get("n") or 1)
+    return [f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events]
+
+
+async def _image_stream(state: State, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async for frame in _stream(state, _image_events(body), ""):
+        yield frame
+    if body.get("model") == "picture-stream-break":
+        raise RuntimeError("dropping the connection mid-stream")
+
+
+async def _images(request: Request, state: State, body: dict[str, Any]) -> Response:
     model, count = str(body.get("model")), body.get("n") or 1
+    if body.get("stream"):
+        return StreamingResponse(_image_stream(state, body), media_type="text/event-stream")
     if model in PICTURE_URLS:
         b64 = body.get("response_format") == "b64_json"
         data = [_picture(model, str(request.base_url), b64) for _ in range(count)]
@@ -272,7 +312,7 @@ def create_app(name: str) -> Starlette:
         if path.endswith("/embeddings"):
             return await _embeddings(body)
         if path.endswith("/images/generations"):
-            return await _images(request, body)
+            return await _images(request, state, body)
         if path.endswith("/responses"):
             return await _responses(state, body)
         return await _chat(request, state, body)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from tests.e2e.ledger import wait_for_rows
@@ -39,6 +40,7 @@ def _catalog(base: str) -> str:
     text += _entry("rehost", "image", "picture", base, rehost)
     text += _entry("embed", "embedding", "embed-up", base)
     text += "".join(_entry(fault, "image", fault, base, rehost) for fault in FAULTS)
+    text += _entry("stream-break", "image", "picture-stream-break", base)
     return text
 
 
@@ -153,3 +155,74 @@ def test_upstream_embeddings_pass_through_with_the_model_renamed(
     assert [item.embedding for item in result.data] == [[0.1, 0.2, 0.3]] * 2
     assert [item.index for item in result.data] == [0, 1]
     assert result.usage.prompt_tokens == 6
+
+
+def _client_of(portway: Server, user: str) -> openai.OpenAI:
+    token = portway.token(user)
+    return openai.OpenAI(base_url=portway.base_url + "/v1", api_key=token, max_retries=0)
+
+
+def test_image_streams_are_relayed(portway: Server) -> None:
+    stream = _client_of(portway, "streamed-painter").images.generate(
+        model=_model("pass"), prompt="a lighthouse", stream=True, partial_images=2
+    )
+    events = list(stream)
+    assert [event.type for event in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [getattr(event, "partial_image_index", None) for event in events[:2]] == [0, 1]
+    for event in events:
+        assert base64.b64decode(event.b64_json).startswith(b"\x89PNG")
+    completed = events[-1]
+    assert completed.type == "image_generation.completed"
+    assert (completed.usage.input_tokens, completed.usage.output_tokens) == (40, 60)
+    rows = wait_for_rows(portway, "streamed-painter", 1)
+    assert [(row.prompt_tokens, row.completion_tokens, row.status) for row in rows] == [
+        (40, 60, "completed")
+    ]
+
+
+def test_image_stream_usage_is_summed_over_the_images(portway: Server) -> None:
+    client = _client_of(portway, "two-pictures")
+    events = list(client.images.generate(model=_model("pass"), prompt="x", n=2, stream=True))
+    assert [event.type for event in events] == ["image_generation.completed"] * 2
+    rows = wait_for_rows(portway, "two-pictures", 1)
+    assert [(row.prompt_tokens, row.completion_tokens, row.status) for row in rows] == [
+        (80, 120, "completed")
+    ]
+
+
+def test_a_broken_image_stream_ends_with_an_error_event(portway: Server) -> None:
+    stream = _client_of(portway, "broken-picture").images.generate(
+        model=_model("stream-break"), prompt="x", stream=True, partial_images=1
+    )
+    seen: list[str] = []
+
+    def read_all() -> None:
+        seen.extend(event.type for event in stream)
+
+    with pytest.raises(openai.APIError, match=r"broke off|before an image"):
+        read_all()
+    assert seen == ["image_generation.partial_image"]
+    rows = wait_for_rows(portway, "broken-picture", 1)
+    assert [(row.status, row.error_code) for row in rows] == [("failed", "upstream_error")]
+
+
+def test_image_stream_events_match_openais_schema(portway: Server) -> None:
+    headers = {"Authorization": f"Bearer {portway.token('schema-painter')}"}
+    body = {"model": _model("pass"), "prompt": "x", "stream": True, "partial_images": 1}
+    with httpx.stream(
+        "POST", portway.base_url + "/v1/images/generations", json=body, headers=headers
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = response.read().decode()
+    frames = [frame for frame in text.split("\n\n") if frame]
+    names = [frame.split("\n")[0] for frame in frames]
+    assert names == ["event: image_generation.partial_image", "event: image_generation.completed"]
+    for frame in frames:
+        event = openai.types.ImageGenStreamEvent  # the client's own union of both events
+        data = frame.split("\n", 1)[1].removeprefix("data: ")
+        parsed = pydantic.TypeAdapter(event).validate_json(data)
+        assert parsed.type == frame.split("\n")[0].removeprefix("event: ")

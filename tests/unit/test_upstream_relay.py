@@ -103,7 +103,9 @@ async def test_images_relay_counts_images(relay: tuple[RelayService, Ledger]) ->
     assert [item["url"] for item in body["data"]] == ["https://images.example/fake.png"] * 2
     assert ledger.rows[0].completion_tokens == 2
     with pytest.raises(UnsupportedParameter):
-        service.accept(_ctx("images"), _entry_of(service, "paint"), _raw(stream=True), IMAGES)
+        service.accept(
+            _ctx("embeddings"), _entry_of(service, "embed"), _raw(stream=True), EMBEDDINGS
+        )
 
 
 async def test_wrong_kind_is_refused_before_anything_is_sent(

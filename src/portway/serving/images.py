@@ -54,7 +54,9 @@ def check_supported(request: ImageGenerationRequest, caps: ImageCapabilities) ->
     if request.output_compression is not None and (request.output_format or "png") == "png":
         raise UnsupportedParameter("output_compression", "applies only to jpeg and webp output")
     if request.stream:
-        raise UnsupportedParameter("stream", "is not supported for images by Portway")
+        raise UnsupportedParameter(
+            "stream", "is not supported by local image models (hosted image models stream)"
+        )
     if request.partial_images is not None:
         raise UnsupportedParameter("partial_images", "needs 'stream', which is not supported")
 

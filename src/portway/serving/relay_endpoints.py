@@ -228,7 +228,20 @@ class EmbeddingsEndpoint(RelayEndpoint):
 
 
 class ImagesEndpoint(RelayEndpoint):
-    name, path, kind, required = ("images.generations", "/images/generations", "image", "data")
+    """Unary, or streamed as OpenAI streams images: ``image_generation.partial_image``
+    events, then one ``image_generation.completed`` event per image (with its
+    usage), named events without ``[DONE]``. The events carry no model name; they
+    are relayed as they come. The ledger gets the completed events' usage, summed
+    (or, without usage, the number of images made)."""
+
+    name, path, kind, streams, required = (
+        "images.generations",
+        "/images/generations",
+        "image",
+        True,
+        "data",
+    )
+    COMPLETED = "image_generation.completed"
 
     def unary_usage(self, body: dict[str, Any]) -> tuple[int, int] | None:
         """The upstream's token usage if it reports one; else the number of images."""
@@ -240,6 +253,37 @@ class ImagesEndpoint(RelayEndpoint):
 
     def estimate(self, request: dict[str, Any], reply: dict[str, Any] | None) -> tuple[int, int]:
         return estimate_tokens(_text_length(request.get("prompt"))), 0
+
+    def stream_event(self, event: Event, state: StreamState, rewriter: ModelRewriter) -> bytes:
+        if event.data == b"[DONE]":  # not OpenAI's way to end an image stream; tolerated
+            state.finished = True
+            return b""
+        obj = parse_json(event.data)
+        kind = obj.get("type")
+        if kind == "error" or (kind is None and "error" in obj):
+            error = obj.get("error")
+            message = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamStreamError(f"The upstream failed mid-stream: {message}")
+        if kind == self.COMPLETED:
+            state.saw_finish_reason = True
+            state.estimated += 1  # images made, the ledger's count without usage
+            usage = _usage(obj, "input_tokens", "output_tokens")
+            if usage is not None:
+                before = state.usage or (0, 0)
+                state.usage = (before[0] + usage[0], before[1] + usage[1])
+        name = event.name or str(kind).encode()
+        data = rewriter.rewrite(event.data, obj, obj)
+        return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+    def stream_end(self, state: StreamState) -> bytes:
+        if not (state.finished or state.saw_finish_reason):
+            raise MalformedStream("The upstream ended the stream before an image was complete.")
+        return b""
+
+    def error_frame(self, error: BaseException, state: StreamState) -> bytes:
+        """An ``error`` event, which the ``openai`` client raises as an APIError."""
+        failure = error if isinstance(error, PortwayError) else PortwayError()
+        return sse.encode_named({"type": "error", "error": failure.body()["error"]})
 
 
 CHAT = ChatEndpoint()
