@@ -5,7 +5,8 @@ One Portway server serves the echo model folder twice: in-process (catalogue
 load generator measures both:
 
 - latency: sequential streamed requests of a 256-word prompt (the echo model
-  streams it back, one token a word): time to first token and tokens/s;
+  streams it back, one token a word): time to first token and tokens/s; the
+  same for the Gemma example folder (llama-cpp-python, 48 tokens, greedy);
 - throughput: unary requests from ``--concurrency`` clients for ``--seconds``,
   in-process and with 1, 2 and 4 runners.
 
@@ -31,7 +32,7 @@ from common import CpuWatch, machine, median, percentile
 from servers import PortwayServer, portway
 
 ROOT = Path(__file__).resolve().parents[1]
-ECHO = ROOT / "examples" / "models" / "echo"
+EXAMPLES = ROOT / "examples" / "models"
 INPROC, RUNNER = "bench/inproc/models/echo", "bench/runner/models/echo"
 HEADER = (
     "| measure | path | TTFT p50 ms | tokens/s p50 | req/s | p50 ms | p99 ms | errors "
@@ -40,23 +41,26 @@ HEADER = (
 LONG = " ".join(f"w{index}" for index in range(256))
 
 
-def echo_folder(root: Path, app: str) -> Path:
-    """A copy of the echo example under ``bench/{app}/models/echo``."""
-    folder = root / app
+def example_folder(root: Path, name: str, app: str, concurrency: int) -> Path:
+    """A copy of an example model folder under ``bench/{app}/models/{name}``."""
+    folder = root / app / name
     folder.mkdir(parents=True)
-    shutil.copy(ECHO / "model.py", folder / "model.py")
+    shutil.copy(EXAMPLES / name / "model.py", folder / "model.py")
     (folder / "portway-model.toml").write_text(
-        f'[model]\nuser = "bench"\napp = "{app}"\nid = "echo"\nkind = "chat"\n'
-        "context_length = 8192\nconcurrency = 64\n"
+        f'[model]\nuser = "bench"\napp = "{app}"\nid = "{name}"\nkind = "chat"\n'
+        f"context_length = 8192\nconcurrency = {concurrency}\n"
     )
     return folder
 
 
-def catalog(folder: Path) -> str:
-    return (
-        "default_model = false\ndefault_embedding_model = false\n\n[[models]]\n"
-        f'user = "bench"\napp = "inproc"\nmodel = "echo"\nbackend = "python"\npath = "{folder}"\n'
-    )
+def catalog(folders: list[Path]) -> str:
+    found = "default_model = false\ndefault_embedding_model = false\n"
+    for folder in folders:
+        found += (
+            f'\n[[models]]\nuser = "bench"\napp = "inproc"\nmodel = "{folder.name}"\n'
+            f'backend = "python"\npath = "{folder}"\n'
+        )
+    return found
 
 
 def start_runner(
@@ -83,8 +87,17 @@ class Latency:
     tokens_per_s: float
 
 
-async def one_stream(client: httpx.AsyncClient, model: str) -> Latency:
-    body = {"model": model, "messages": [{"role": "user", "content": LONG}], "stream": True}
+ECHO_BODY: dict[str, object] = {"messages": [{"role": "user", "content": LONG}]}
+GEMMA_BODY: dict[str, object] = {
+    "messages": [{"role": "user", "content": "Tell me about lighthouses."}],
+    "max_tokens": 48,
+    "temperature": 0,
+    "seed": 1,
+}
+
+
+async def one_stream(client: httpx.AsyncClient, model: str, body: dict[str, object]) -> Latency:
+    body = {**body, "model": model, "stream": True}
     started = time.perf_counter()
     first = last = 0.0
     tokens = 0
@@ -98,15 +111,17 @@ async def one_stream(client: httpx.AsyncClient, model: str) -> Latency:
                 last = time.perf_counter()
                 first = first or last
                 tokens += 1
-    assert tokens == 256, tokens
+    assert tokens > 8, tokens
     return Latency((first - started) * 1000, (tokens - 1) / (last - first))
 
 
-async def latency(client: httpx.AsyncClient, model: str, count: int) -> tuple[float, float]:
+async def latency(
+    client: httpx.AsyncClient, model: str, body: dict[str, object], count: int
+) -> tuple[float, float]:
     """p50 time to first token (ms) and p50 tokens/s over ``count`` sequential streams."""
-    for _ in range(5):
-        await one_stream(client, model)
-    found = [await one_stream(client, model) for _ in range(count)]
+    for _ in range(2):
+        await one_stream(client, model, body)
+    found = [await one_stream(client, model, body) for _ in range(count)]
     return median([item.ttft_ms for item in found]), median([item.tokens_per_s for item in found])
 
 
@@ -142,7 +157,7 @@ async def load(client: httpx.AsyncClient, model: str, concurrency: int, seconds:
 
 
 async def run(args: argparse.Namespace, server: PortwayServer, root: Path) -> list[str]:
-    folder = echo_folder(root, "runner")
+    folder = example_folder(root, "echo", "runner", 64)
     token = server_token(server, root)
     runners: list[subprocess.Popen[str]] = []
     limits = httpx.Limits(
@@ -154,17 +169,19 @@ async def run(args: argparse.Namespace, server: PortwayServer, root: Path) -> li
         base_url=server.base_url, headers=headers, timeout=60, limits=limits
     ) as client:
         try:
+            if args.gemma:
+                rows += await gemma_latency(args, client, server, token, root)
             runners.append(start_runner(folder, server, token, root / "runners.log"))
-            for name, model in (("in-process", INPROC), ("1 runner", RUNNER)):
+            for name, model in (("echo in-process", INPROC), ("echo, 1 runner", RUNNER)):
                 watch = CpuWatch(own_pids(server, runners)).start()
-                ttft, rate = await latency(client, model, args.streams)
+                ttft, rate = await latency(client, model, ECHO_BODY, args.streams)
                 other = watch.foreign_cores()
                 rows.append(f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | {other:.2f} |")
             for name, model, wanted in (
-                ("in-process", INPROC, 0),
-                ("1 runner", RUNNER, 1),
-                ("2 runners", RUNNER, 2),
-                ("4 runners", RUNNER, 4),
+                ("echo in-process", INPROC, 0),
+                ("echo, 1 runner", RUNNER, 1),
+                ("echo, 2 runners", RUNNER, 2),
+                ("echo, 4 runners", RUNNER, 4),
             ):
                 while len(runners) < wanted:
                     runners.append(start_runner(folder, server, token, root / "runners.log"))
@@ -179,6 +196,32 @@ async def run(args: argparse.Namespace, server: PortwayServer, root: Path) -> li
                 process.terminate()
             for process in runners:
                 process.wait(30)
+    return rows
+
+
+async def gemma_latency(
+    args: argparse.Namespace,
+    client: httpx.AsyncClient,
+    server: PortwayServer,
+    token: str,
+    root: Path,
+) -> list[str]:
+    """Gemma in-process, then through one runner (stopped afterwards)."""
+    folder = example_folder(root, "gemma", "runner", 1)
+    runner = start_runner(folder, server, token, root / "runners.log")
+    rows = []
+    try:
+        for name, model in (
+            ("gemma in-process", "bench/inproc/models/gemma"),
+            ("gemma, 1 runner", "bench/runner/models/gemma"),
+        ):
+            watch = CpuWatch(own_pids(server, [runner])).start()
+            ttft, rate = await latency(client, model, GEMMA_BODY, args.gemma_streams)
+            other = watch.foreign_cores()
+            rows.append(f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | {other:.2f} |")
+    finally:
+        runner.terminate()
+        runner.wait(30)
     return rows
 
 
@@ -203,9 +246,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="each throughput cell")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--streams", type=int, default=40, help="latency samples per path")
+    parser.add_argument("--gemma-streams", type=int, default=8, help="Gemma latency samples")
+    parser.add_argument("--no-gemma", dest="gemma", action="store_false")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="portway-bench-runners-"))
-    inproc = echo_folder(root, "inproc")
+    inproc = [example_folder(root, "echo", "inproc", 64)]
+    if args.gemma:
+        inproc.append(example_folder(root, "gemma", "inproc", 1))
     started = os.getloadavg()[0]
     with portway(root / "data", catalog(inproc)) as server:
         rows = asyncio.run(run(args, server, root))
@@ -219,7 +266,7 @@ def main() -> None:
     print(f"\nload average (1 min) at start {started:.2f}, at end {os.getloadavg()[0]:.2f}")
     print(
         f"concurrency {args.concurrency}, {args.seconds:.0f} s a throughput cell, "
-        f"{args.streams} streams a latency cell"
+        f"{args.streams} echo and {args.gemma_streams} Gemma streams a latency cell"
     )
 
 
