@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -27,7 +28,14 @@ from portway.backends.base import ModelBackend
     type=click.IntRange(1, 1024),
     help="Requests served at once [default: the model's own concurrency].",
 )
-def runner(directory: Path, server: str, token: str, concurrency: int | None) -> None:
+@click.option(
+    "--private",
+    is_flag=True,
+    help="Only the model's owner (and admins) may use it; a catalogue declaration wins.",
+)
+def runner(
+    directory: Path, server: str, token: str, concurrency: int | None, private: bool
+) -> None:
     """Serve the model in DIRECTORY over one outbound connection to SERVER.
 
     Prints 'serving REFERENCE version ID' once attached; reconnects when the
@@ -43,16 +51,25 @@ def runner(directory: Path, server: str, token: str, concurrency: int | None) ->
     except Exception as exc:
         raise click.ClickException(str(exc)) from exc
     slots = concurrency or loaded.config.concurrency
-    sys.exit(
-        asyncio.run(_serve(loaded.backend, loaded.reference, loaded.version, server, token, slots))
-    )
+    served = Served(loaded.backend, loaded.reference, loaded.version, slots, private)
+    sys.exit(asyncio.run(_serve(served, server, token)))
 
 
-async def _serve(
-    backend: ModelBackend, reference: str, version: str, server: str, token: str, slots: int
-) -> int:
+@dataclass(frozen=True)
+class Served:
+    """What the runner serves, and how."""
+
+    backend: ModelBackend
+    reference: str
+    version: str
+    concurrency: int
+    private: bool
+
+
+async def _serve(served: Served, server: str, token: str) -> int:
     from portway.runners.client import Refused, RunnerClient
 
+    backend = served.backend
     try:
         await backend.start()
     except Exception as exc:
@@ -60,11 +77,12 @@ async def _serve(
         return 1
     client = RunnerClient(
         backend,
-        reference=reference,
-        version=version,
+        reference=served.reference,
+        version=served.version,
         server=server,
         token=token,
-        concurrency=slots,
+        concurrency=served.concurrency,
+        private=served.private,
         say=click.echo,
     )
     task = asyncio.ensure_future(client.run())

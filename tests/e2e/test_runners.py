@@ -322,7 +322,7 @@ def test_pinned_versions(
     old = model_folder(folders, SLOW_MODEL, model="pinned", extra="# v1\n")
     new = model_folder(folders, SLOW_MODEL, model="pinned", extra="# v2\n")
     env = {"SLOW_WORDS": "0"}
-    first = Runner(old, server, alice_runner, env=env).start()
+    first = Runner(old, server, alice_runner, args=("--private",), env=env).start()
     second = Runner(new, server, alice_runner, env=env).start()
     model = "alice/runners/models/pinned"
     try:
@@ -333,6 +333,12 @@ def test_pinned_versions(
             return int(reply.choices[0].message.content or "0")
 
         assert served_by(model) == second.pid
+        bob = openai.OpenAI(
+            base_url=server.base_url + "/v1", api_key=server.token("bob"), max_retries=0
+        )
+        bob.chat.completions.create(model=model, messages=HI)
+        with pytest.raises(openai.NotFoundError):
+            bob.chat.completions.create(model=f"{model}/versions/{first.version}", messages=HI)
         assert served_by(f"{model}/versions/{first.version}") == first.pid
         assert served_by(f"{model}/versions/{second.version}") == second.pid
         with pytest.raises(openai.NotFoundError):

@@ -109,3 +109,18 @@ async def test_health_shows_every_runner(hub: RunnerHub) -> None:
     [found] = hub.health()
     assert found["id"] == "alice/demo/models/echo"
     assert [runner["in_flight"] for runner in found["runners"]] == [0, 0]
+
+
+async def test_private_runner_models(hub: RunnerHub) -> None:
+    private = hello().model_copy(update={"visibility": "private"})
+    link, entry = await hub.attach(who("alice"), private)
+    assert entry.visibility == "private"
+    assert hub.registry.resolve("alice/demo/models/echo", who("alice")) is entry
+    assert hub.registry.resolve("alice/demo/models/echo", who("root", admin=True)) is entry
+    with pytest.raises(ModelNotFound):
+        hub.registry.resolve("alice/demo/models/echo", who("bob"))
+    hub.detach(link, entry)
+    with pytest.raises(ModelNotFound):
+        hub.registry.resolve("alice/demo/models/echo", who("bob"))
+    await hub.attach(who("alice"), hello())
+    assert hub.registry.resolve("alice/demo/models/echo", who("bob")) is entry

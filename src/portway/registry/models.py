@@ -196,8 +196,10 @@ class Registry:
     def _resolve_runner(
         self, text: str, ref: ModelRef, version: str | None, principal: Principal
     ) -> ModelEntry:
-        known = self.declared_runner(ref) or next(iter(self._runner_versions[ref].values())).entry
-        if not known.visible_to(principal):
+        known = [self.declared_runner(ref)] + [
+            found.entry for found in self._runner_versions.get(ref, {}).values()
+        ]
+        if not any(entry is not None and entry.visible_to(principal) for entry in known):
             raise ModelNotFound(text)
         if version is not None:
             entry = self.runner_version(ref, version)
@@ -207,6 +209,8 @@ class Registry:
             entry = self._newest_live(ref)
         if entry is None or not isinstance(entry.backend, RunnerBackend):
             raise RunnerUnavailable(text)
+        if not entry.visible_to(principal):
+            raise ModelNotFound(text)
         if not entry.backend.attached:
             raise RunnerUnavailable(text)
         return entry

@@ -72,6 +72,7 @@ class RunnerClient:
         server: str,
         token: str,
         concurrency: int,
+        private: bool = False,
         say: Callable[[str], None] = print,
         backoff: Backoff = Backoff(),
     ) -> None:
@@ -83,6 +84,7 @@ class RunnerClient:
             "model": model_info(backend, reference, version),
             "concurrency": concurrency,
             "runner": f"{socket.gethostname()}:{os.getpid()}",
+            "visibility": "private" if private else "public",
         }
         self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)

@@ -43,14 +43,17 @@ class RunnerHub:
         declared = self.registry.declared_runner(ref)
         if declared is not None and declared.kind != info.kind:
             raise RunnerConflict(f"The catalogue declares '{ref}' as a {declared.kind} model.")
+        visibility = declared.visibility if declared else hello.visibility
         entry = self.registry.runner_version(ref, info.version)
-        if entry is None:
+        if entry is not None:
+            entry.visibility = visibility  # the latest runner's choice
+        else:
             registered = await self.store.register_model_version(str(ref), info.version)
             entry = ModelEntry(
                 ref=ref,
                 version_id=info.version,
                 backend=runner_backend(str(ref), info.kind, info),
-                visibility=declared.visibility if declared else "public",
+                visibility=visibility,
                 created=int(registered.timestamp()),
             )
             self.registry.add_runner_version(entry, registered.timestamp())

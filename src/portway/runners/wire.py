@@ -108,6 +108,8 @@ class Hello(BaseModel):
     concurrency: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] = 1
     runner: Annotated[str, Field(max_length=200)] = ""
     """A name for the runner in ``/health`` (host and pid)."""
+    visibility: Literal["public", "private"] = "public"
+    """Private: the owner alone may use the model (a catalogue declaration wins)."""
 
 
 class DeltaFrame(BaseModel):
