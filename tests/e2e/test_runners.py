@@ -182,6 +182,7 @@ def test_tool_calls_from_a_model_that_yields_them(server: Server, client: openai
 
 
 def test_no_runner_503_never_seen_404(client: openai.OpenAI) -> None:
+    assert client.models.retrieve(DECLARED).id == DECLARED
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model=DECLARED, messages=HI)
     assert caught.value.status_code == 503

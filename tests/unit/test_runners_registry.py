@@ -124,3 +124,18 @@ async def test_private_runner_models(hub: RunnerHub) -> None:
         hub.registry.resolve("alice/demo/models/echo", who("bob"))
     await hub.attach(who("alice"), hello())
     assert hub.registry.resolve("alice/demo/models/echo", who("bob")) is entry
+
+
+async def test_a_declared_model_is_described_while_offline(hub: RunnerHub) -> None:
+    alice = who("alice")
+    declared = hub.registry.describe("alice/demo/models/declared", alice)
+    assert declared.name == "alice/demo/models/declared"
+    with pytest.raises(ModelNotFound):
+        hub.registry.describe(f"alice/demo/models/declared/versions/{OLD}", alice)
+    with pytest.raises(ModelNotFound):
+        hub.registry.describe("alice/demo/models/declared", who("bob"))
+    link, entry = await hub.attach(alice, hello("alice/demo/models/declared"))
+    assert hub.registry.describe("alice/demo/models/declared", alice) is entry
+    hub.detach(link, entry)
+    with pytest.raises(RunnerUnavailable):
+        hub.registry.describe(f"alice/demo/models/declared/versions/{OLD}", alice)

@@ -33,5 +33,5 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     who = await principal(request)
-    entry = services(request).registry.resolve(model, who)
+    entry = services(request).registry.describe(model, who)
     return _wire(entry).model_dump(mode="json")

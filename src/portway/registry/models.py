@@ -149,6 +149,23 @@ class Registry:
             raise ModelNotFound(text, "names a version that is not served")
         return entry
 
+    def describe(self, text: str, principal: Principal) -> ModelEntry:
+        """What ``GET /models/{model}`` shows: the entry ``resolve`` gives, or for
+        a catalogue-declared runner model without runners, its declaration."""
+        try:
+            return self.resolve(text, principal)
+        except RunnerUnavailable:
+            parsed = None if text in self._aliases else refs.parse(text)
+            ref = self._aliases[text] if parsed is None else parsed.ref
+            declared = self.declared_runner(ref)
+            if (
+                declared is None
+                or (parsed and parsed.version)
+                or not declared.visible_to(principal)
+            ):
+                raise
+            return declared
+
     # -- runner models
 
     def declared_runner(self, ref: ModelRef) -> ModelEntry | None:
