@@ -10,7 +10,10 @@ load generator measures both:
 - throughput: unary requests from ``--concurrency`` clients for ``--seconds``,
   in-process and with 1, 2 and 4 runners.
 
-Run: ``python bench/runners.py`` (about a minute). Prints a Markdown table.
+Run: ``python bench/runners.py`` (about two minutes; ``--no-gemma`` skips Gemma).
+Prints a Markdown table: latencies, requests/s, and the CPU the server and the
+runners spent per request (the runners share the machine here; on machines of
+their own only the server column is the hop's cost to the server).
 """
 
 from __future__ import annotations
@@ -24,19 +27,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from common import CpuWatch, machine, median, percentile
+from common import CpuWatch, machine, median, percentile, process_cpu_seconds
 from servers import PortwayServer, portway
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "models"
-INPROC, RUNNER = "bench/inproc/models/echo", "bench/runner/models/echo"
+INPROC = "bench/inproc/models/echo"
 HEADER = (
-    "| measure | path | TTFT p50 ms | tokens/s p50 | req/s | p50 ms | p99 ms | errors "
-    "| other load (CPUs) |"
+    "| measure | path | TTFT p50 ms | tokens/s p50 | req/s | p50 ms | p99 ms "
+    "| server CPU ms/req | runners CPU ms/req | errors | other load (CPUs) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 LONG = " ".join(f"w{index}" for index in range(256))
 
@@ -116,48 +120,73 @@ async def one_stream(client: httpx.AsyncClient, model: str, body: dict[str, obje
 
 
 async def latency(
-    client: httpx.AsyncClient, model: str, body: dict[str, object], count: int
-) -> tuple[float, float]:
-    """p50 time to first token (ms) and p50 tokens/s over ``count`` sequential streams."""
-    for _ in range(2):
-        await one_stream(client, model, body)
-    found = [await one_stream(client, model, body) for _ in range(count)]
-    return median([item.ttft_ms for item in found]), median([item.tokens_per_s for item in found])
+    client: httpx.AsyncClient, models: dict[str, str], body: dict[str, object], count: int
+) -> dict[str, tuple[float, float]]:
+    """Per path (name: model), p50 time to first token (ms) and p50 tokens/s over
+    ``count`` streams; the paths take turns, so that load from elsewhere hits all."""
+    found: dict[str, list[Latency]] = {name: [] for name in models}
+    for index in range(count + 2):
+        for name, model in models.items():
+            sample = await one_stream(client, model, body)
+            if index >= 2:  # two warm-ups
+                found[name].append(sample)
+    return {
+        name: (median([s.ttft_ms for s in samples]), median([s.tokens_per_s for s in samples]))
+        for name, samples in found.items()
+    }
 
 
 @dataclass
 class Load:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
+    """Unary requests answered, and their latencies in ms, over ``seconds``."""
+
+    seconds: float = 0.0
+    times: list[float] = field(default_factory=list)
+    errors: int = 0
+    server_cpu: float = 0.0
+    runner_cpu: float = 0.0
+
+    def row(self) -> str:
+        rate = len(self.times) / self.seconds
+        p50, p99 = percentile(self.times, 0.5), percentile(self.times, 0.99)
+        per = 1000 / max(1, len(self.times))
+        cpu = f"{self.server_cpu * per:.2f} | {self.runner_cpu * per:.2f}"
+        return f"{rate:.0f} | {p50:.2f} | {p99:.2f} | {cpu} | {self.errors}"
 
 
-async def load(client: httpx.AsyncClient, model: str, concurrency: int, seconds: float) -> Load:
-    """Unary requests from ``concurrency`` workers for ``seconds``."""
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
+async def load(
+    client: httpx.AsyncClient, model: str, concurrency: int, seconds: float, into: Load
+) -> None:
+    """Unary requests from ``concurrency`` workers for ``seconds``, tallied ``into``."""
     body = {"model": model, "messages": [{"role": "user", "content": "hello runner"}]}
-    times: list[float] = []
-    errors = 0
     deadline = time.perf_counter() + seconds
 
     async def work() -> None:
-        nonlocal errors
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             response = await client.post("/v1/chat/completions", json=body)
             if response.status_code == 200:
-                times.append((time.perf_counter() - started) * 1000)
+                into.times.append((time.perf_counter() - started) * 1000)
             else:
-                errors += 1
+                into.errors += 1
 
     began = time.perf_counter()
     await asyncio.gather(*(work() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    return Load(len(times) / elapsed, percentile(times, 0.5), percentile(times, 0.99), errors)
+    into.seconds += time.perf_counter() - began
+
+
+THROUGHPUT = {"echo in-process": (INPROC, 0)} | {
+    f"echo, {count} runner{'s' if count > 1 else ''}": (f"bench/runners{count}/models/echo", count)
+    for count in (1, 2, 4)
+}
+"""Each throughput path: its model, served by that many runners of its own."""
 
 
 async def run(args: argparse.Namespace, server: PortwayServer, root: Path) -> list[str]:
-    folder = example_folder(root, "echo", "runner", 64)
     token = server_token(server, root)
     runners: list[subprocess.Popen[str]] = []
     limits = httpx.Limits(
@@ -171,32 +200,52 @@ async def run(args: argparse.Namespace, server: PortwayServer, root: Path) -> li
         try:
             if args.gemma:
                 rows += await gemma_latency(args, client, server, token, root)
-            runners.append(start_runner(folder, server, token, root / "runners.log"))
-            for name, model in (("echo in-process", INPROC), ("echo, 1 runner", RUNNER)):
-                watch = CpuWatch(own_pids(server, runners)).start()
-                ttft, rate = await latency(client, model, ECHO_BODY, args.streams)
-                other = watch.foreign_cores()
-                rows.append(f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | {other:.2f} |")
-            for name, model, wanted in (
-                ("echo in-process", INPROC, 0),
-                ("echo, 1 runner", RUNNER, 1),
-                ("echo, 2 runners", RUNNER, 2),
-                ("echo, 4 runners", RUNNER, 4),
-            ):
-                while len(runners) < wanted:
-                    runners.append(start_runner(folder, server, token, root / "runners.log"))
-                await load(client, model, args.concurrency, 1.0)
-                watch = CpuWatch(own_pids(server, runners)).start()
-                found = await load(client, model, args.concurrency, args.seconds)
-                cells = f"{found.requests_per_s:.0f} | {found.p50_ms:.2f} | {found.p99_ms:.2f}"
-                other = watch.foreign_cores()
-                rows.append(f"| throughput | {name} | | | {cells} | {found.errors} | {other:.2f} |")
+            for model, count in THROUGHPUT.values():
+                if count:
+                    folder = example_folder(root, "echo", model.split("/")[1], 64)
+                    for _ in range(count):
+                        runners.append(start_runner(folder, server, token, root / "runners.log"))
+            paths = {"echo in-process": INPROC, "echo, 1 runner": THROUGHPUT["echo, 1 runner"][0]}
+            watch = CpuWatch(own_pids(server, runners)).start()
+            found = await latency(client, paths, ECHO_BODY, args.streams)
+            other = watch.foreign_cores()
+            for name, (ttft, rate) in found.items():
+                rows.append(
+                    f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | | | {other:.2f} |"
+                )
+            rows += await throughput(args, client, server, runners)
         finally:
             for process in runners:
                 process.terminate()
             for process in runners:
                 process.wait(30)
     return rows
+
+
+async def throughput(
+    args: argparse.Namespace,
+    client: httpx.AsyncClient,
+    server: PortwayServer,
+    runners: list[subprocess.Popen[str]],
+) -> list[str]:
+    """Each path for ``args.seconds`` in all, in ``args.rounds`` turns."""
+    tallies = {name: Load() for name in THROUGHPUT}
+    watch = CpuWatch(own_pids(server, runners)).start()
+    for model, _ in THROUGHPUT.values():
+        await load(client, model, args.concurrency, 0.5, Load())
+    runner_pids = [process.pid for process in runners]
+    for _ in range(args.rounds):
+        for name, (model, _) in THROUGHPUT.items():
+            tally = tallies[name]
+            server_before, runners_before = cpu_seconds([server.pid]), cpu_seconds(runner_pids)
+            await load(client, model, args.concurrency, args.seconds / args.rounds, tally)
+            tally.server_cpu += cpu_seconds([server.pid]) - server_before
+            tally.runner_cpu += cpu_seconds(runner_pids) - runners_before
+    other = watch.foreign_cores()
+    return [
+        f"| throughput | {name} | | | {tally.row()} | {other:.2f} |"
+        for name, tally in tallies.items()
+    ]
 
 
 async def gemma_latency(
@@ -206,23 +255,24 @@ async def gemma_latency(
     token: str,
     root: Path,
 ) -> list[str]:
-    """Gemma in-process, then through one runner (stopped afterwards)."""
+    """Gemma in-process and through one runner (stopped afterwards), taking turns."""
     folder = example_folder(root, "gemma", "runner", 1)
     runner = start_runner(folder, server, token, root / "runners.log")
-    rows = []
     try:
-        for name, model in (
-            ("gemma in-process", "bench/inproc/models/gemma"),
-            ("gemma, 1 runner", "bench/runner/models/gemma"),
-        ):
-            watch = CpuWatch(own_pids(server, [runner])).start()
-            ttft, rate = await latency(client, model, GEMMA_BODY, args.gemma_streams)
-            other = watch.foreign_cores()
-            rows.append(f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | {other:.2f} |")
+        paths = {
+            "gemma in-process": "bench/inproc/models/gemma",
+            "gemma, 1 runner": "bench/runner/models/gemma",
+        }
+        watch = CpuWatch(own_pids(server, [runner])).start()
+        found = await latency(client, paths, GEMMA_BODY, args.gemma_streams)
+        other = watch.foreign_cores()
     finally:
         runner.terminate()
         runner.wait(30)
-    return rows
+    return [
+        f"| latency | {name} | {ttft:.2f} | {rate:.0f} | | | | | | | {other:.2f} |"
+        for name, (ttft, rate) in found.items()
+    ]
 
 
 def own_pids(server: PortwayServer, runners: list[subprocess.Popen[str]]) -> list[int]:
@@ -243,7 +293,8 @@ def server_token(server: PortwayServer, root: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="each throughput cell")
+    parser.add_argument("--seconds", type=float, default=12.0, help="each throughput path")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of the throughput paths")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--streams", type=int, default=40, help="latency samples per path")
     parser.add_argument("--gemma-streams", type=int, default=8, help="Gemma latency samples")
@@ -257,7 +308,6 @@ def main() -> None:
     with portway(root / "data", catalog(inproc)) as server:
         rows = asyncio.run(run(args, server, root))
     print(HEADER)
-    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print()
     print("|  |  |\n|---|---|")
@@ -265,7 +315,8 @@ def main() -> None:
         print(f"| {key} | {value} |")
     print(f"\nload average (1 min) at start {started:.2f}, at end {os.getloadavg()[0]:.2f}")
     print(
-        f"concurrency {args.concurrency}, {args.seconds:.0f} s a throughput cell, "
+        f"concurrency {args.concurrency}, {args.seconds:.0f} s a throughput path "
+        f"in {args.rounds} turns, "
         f"{args.streams} echo and {args.gemma_streams} Gemma streams a latency cell"
     )
 
