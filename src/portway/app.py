@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from portway import __version__
 from portway.api import chat, deps, embeddings, errors, health, images, media, models, responses
 from portway.api import runners as runners_api
+from portway.api.fast import FastRoutes, fast_routes
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
 from portway.middleware import BodyLimit, RequestLog
@@ -99,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(runners_api.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(media.router)
+    app.add_middleware(FastRoutes, routes=fast_routes(API_PREFIXES))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestLog)
     return app

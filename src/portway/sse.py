@@ -9,9 +9,10 @@ error as an ``error`` event. A client that disconnects cancels the producer at o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -64,10 +65,7 @@ class EventStreamResponse(Response):
         ] + [(key.lower().encode(), value.encode()) for key, value in self.extra_headers.items()]
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope.cancel)
-                await self._stream(send)
-                group.cancel_scope.cancel()
+            await _until_disconnect(self._stream(send), receive)
         finally:
             await aclose(self.events)
 
@@ -128,9 +126,23 @@ class RelayedEventStreamResponse(EventStreamResponse):
         return b"" if error is None else self.error_frame(error)
 
 
-async def _cancel_on_disconnect(receive: Receive, cancel: Callable[[], None]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            cancel()
-            return
+async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run ``work`` in a task of its own, cancelled if the client disconnects first
+    (plain asyncio tasks: about half the cost of a task group per stream)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True):  # the events are closed only after it ends
+                await asyncio.wait((task,))
+    if not task.cancelled():
+        task.result()  # what the stream raised (its own errors end it with an event)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

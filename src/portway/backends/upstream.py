@@ -215,16 +215,15 @@ class Exchange:
             return
         self._finished = True
         self.pool.release(self.endpoint, outcome)
-        with anyio.CancelScope(shield=True):
-            if outcome is Outcome.OK and not self._at_end:
-                with contextlib.suppress(PortwayError):
-                    until = asyncio.get_running_loop().time() + DRAIN_SECONDS
-                    while await self.next_piece(until) is not None:
-                        pass
-            if self._at_end:
-                self.response.release()  # the connection goes back to the pool
-            else:
-                self.response.close()  # a half-read body: the connection is closed
+        if outcome is Outcome.OK and not self._at_end:
+            with anyio.CancelScope(shield=True), contextlib.suppress(PortwayError):
+                until = asyncio.get_running_loop().time() + DRAIN_SECONDS
+                while await self.next_piece(until) is not None:
+                    pass
+        if self._at_end:
+            self.response.release()  # the connection goes back to the pool
+        else:
+            self.response.close()  # a half-read body: the connection is closed
 
 
 # ------------------------------------------------------------------------ backend
