@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ class FakeStore:
         self.seen: dict[tuple[str, str], datetime] = {}
 
     async def register_model_version(self, model: str, version_id: str) -> datetime:
+        await asyncio.sleep(0)  # let concurrent attaches interleave
         start = datetime(2026, 1, 1, tzinfo=UTC)
         return self.seen.setdefault((model, version_id), start + timedelta(len(self.seen)))
 
@@ -139,3 +141,12 @@ async def test_a_declared_model_is_described_while_offline(hub: RunnerHub) -> No
     hub.detach(link, entry)
     with pytest.raises(RunnerUnavailable):
         hub.registry.describe(f"alice/demo/models/declared/versions/{OLD}", alice)
+
+
+async def test_runners_of_a_new_version_attaching_at_once_share_one_backend(hub: RunnerHub) -> None:
+    (one, first), (two, second) = await asyncio.gather(
+        hub.attach(who("alice"), hello()), hub.attach(who("alice"), hello())
+    )
+    assert first is second
+    assert isinstance(first.backend, RunnerChatBackend)
+    assert first.backend.pool.links == [one, two]

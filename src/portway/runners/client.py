@@ -160,7 +160,11 @@ class RunnerClient:
         call_id = str(frame.get("id", ""))
         task = asyncio.ensure_future(self._run(ws, frame))
         self.tasks[call_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(call_id, None))
+        task.add_done_callback(lambda done: self._forget(call_id, done))
+
+    def _forget(self, call_id: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(call_id) is task:
+            del self.tasks[call_id]
 
     async def _run(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         """One request, once one of ``concurrency`` slots is free (the server sends

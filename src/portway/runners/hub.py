@@ -45,24 +45,24 @@ class RunnerHub:
             raise RunnerConflict(f"The catalogue declares '{ref}' as a {declared.kind} model.")
         visibility = declared.visibility if declared else hello.visibility
         entry = self.registry.runner_version(ref, info.version)
-        if entry is not None:
-            entry.visibility = visibility  # the latest runner's choice
-        else:
+        if entry is None:
             registered = await self.store.register_model_version(str(ref), info.version)
-            entry = ModelEntry(
+            new = ModelEntry(
                 ref=ref,
                 version_id=info.version,
                 backend=runner_backend(str(ref), info.kind, info),
                 visibility=visibility,
                 created=int(registered.timestamp()),
             )
-            self.registry.add_runner_version(entry, registered.timestamp())
+            self.registry.add_runner_version(new, registered.timestamp())
+            entry = self.registry.runner_version(ref, info.version) or new  # first one wins
         backend = entry.backend
         assert isinstance(backend, RunnerBackend)
         if backend.info != info:
             raise RunnerConflict(
                 f"Version {info.version} of '{ref}' is attached with another configuration."
             )
+        entry.visibility = visibility  # the latest runner's choice
         link = RunnerLink(hello.runner or "runner", info, hello.concurrency, principal.user.name)
         backend.add(link)
         self.links.add(link)
