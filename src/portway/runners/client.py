@@ -24,7 +24,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from portway.backends.base import ModelBackend
-from portway.runners.work import Worker, model_info
+from portway.errors import PortwayError
+from portway.runners.work import Worker, error_frame, model_info
 
 log = logging.getLogger("portway.runner")
 
@@ -184,5 +185,12 @@ class RunnerClient:
 
 
 async def _send(ws: ClientConnection, frame: dict[str, Any]) -> None:
+    """Send ``frame``; an answer too large for one frame becomes an error instead
+    (the server would drop the connection, and the request would come back)."""
+    text = json.dumps(frame, separators=(",", ":"))
+    if len(text) > MAX_FRAME - 4096:
+        limit = MAX_FRAME // 2**20
+        error = PortwayError(f"The model's answer is larger than a runner may send ({limit} MiB).")
+        text = json.dumps(error_frame(str(frame.get("id", "")), error))
     with contextlib.suppress(ConnectionClosed):
-        await ws.send(json.dumps(frame, separators=(",", ":")))
+        await ws.send(text)
