@@ -29,17 +29,26 @@ from portway.backends.base import ModelBackend
     help="Requests served at once [default: the model's own concurrency].",
 )
 @click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight requests get to finish at SIGTERM or SIGINT.",
+)
+@click.option(
     "--private",
     is_flag=True,
     help="Only the model's owner (and admins) may use it; a catalogue declaration wins.",
 )
 def runner(
-    directory: Path, server: str, token: str, concurrency: int | None, private: bool
+    directory: Path, server: str, token: str, concurrency: int | None, grace: float, private: bool
 ) -> None:
     """Serve the model in DIRECTORY over one outbound connection to SERVER.
 
     Prints 'serving REFERENCE version ID' once attached; reconnects when the
-    connection drops; exits 1 if the server refuses it, 0 on SIGTERM or SIGINT.
+    connection drops; exits 1 if the server refuses it. SIGTERM or SIGINT: no
+    new requests, those in flight finish (up to --grace seconds), exit 0; a
+    second signal stops at once.
     """
     from portway.runners.client import connect_url
     from portway.sdk import load_model_dir
@@ -51,7 +60,7 @@ def runner(
     except Exception as exc:
         raise click.ClickException(str(exc)) from exc
     slots = concurrency or loaded.config.concurrency
-    served = Served(loaded.backend, loaded.reference, loaded.version, slots, private)
+    served = Served(loaded.backend, loaded.reference, loaded.version, slots, private, grace)
     sys.exit(asyncio.run(_serve(served, server, token)))
 
 
@@ -64,6 +73,7 @@ class Served:
     version: str
     concurrency: int
     private: bool
+    grace: float
 
 
 async def _serve(served: Served, server: str, token: str) -> int:
@@ -86,9 +96,18 @@ async def _serve(served: Served, server: str, token: str) -> int:
         say=click.echo,
     )
     task = asyncio.ensure_future(client.run())
+    stopping: list[asyncio.Future[None]] = []
+
+    def stop() -> None:
+        if stopping:  # a second signal: at once
+            task.cancel()
+            return
+        stopping.append(asyncio.ensure_future(client.drain(served.grace)))
+        stopping[0].add_done_callback(lambda _: task.cancel())
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop)
     try:
         await task
     except asyncio.CancelledError:

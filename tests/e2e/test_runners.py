@@ -476,3 +476,26 @@ def test_a_model_that_fails_to_load_exits_1(server: Server, folders: Path) -> No
     runner = Runner(folder, server, "unused").start(wait=False)
     assert runner.wait() == 1
     assert "loading the model failed: RuntimeError: no weights here" in runner.stderr
+
+
+def test_sigterm_drains_the_runner(
+    server: Server, client: openai.OpenAI, folders: Path, alice_runner: str
+) -> None:
+    folder = model_folder(folders, SLOW_MODEL, model="drain")
+    runner = Runner(folder, server, alice_runner, env={"SLOW_WORDS": "10"}).start()
+    model = "alice/runners/models/drain"
+    try:
+        stream = client.chat.completions.create(model=model, messages=HI, stream=True)
+        pieces = iter(stream)
+        next(pieces)
+        assert runner.process is not None
+        runner.process.send_signal(signal.SIGTERM)
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in pieces if chunk.choices)
+        assert text.endswith(" 8 9")
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model=model, messages=HI)
+        assert caught.value.status_code == 503
+        assert runner.wait() == 0
+        assert "draining" in server.log_text()
+    finally:
+        runner.stop()

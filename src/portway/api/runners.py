@@ -4,7 +4,8 @@ The runner authenticates with a PAT that has the ``runner`` scope and sends
 ``hello``; the server answers ``ready`` (or ``refused`` and closes with 4000 +
 the HTTP status: 4400 bad frame, 4401 bad token, 4403 not allowed, 4409 name
 taken). Requests then flow as ``chat``/``cancel`` frames; answers as
-``delta``/``error`` frames. A frame that breaks the protocol closes the connection.
+``delta``/``error`` frames; ``drain`` stops new requests to the runner. A frame
+that breaks the protocol closes the connection.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
@@ -20,7 +22,7 @@ from portway.errors import InvalidRequest, PortwayError
 from portway.registry.models import ModelEntry
 from portway.runners.hub import RunnerHub
 from portway.runners.link import RunnerLink
-from portway.runners.wire import FrameError, Hello, parse_runner_frame
+from portway.runners.wire import DrainFrame, FrameError, Hello, parse_runner_frame
 
 router = APIRouter()
 log = logging.getLogger("portway.runners")
@@ -43,7 +45,7 @@ async def connect(websocket: WebSocket) -> None:
     try:
         ready = {"type": "ready", "model": entry.name, "version_id": entry.version_id}
         await websocket.send_json(ready)
-        await _serve(websocket, link)
+        await _serve(websocket, link, lambda: hub.drain(link, entry))
     except FrameError as exc:
         log.warning("runner %s broke the protocol: %s", link.name, exc)
         await _refuse(websocket, 400, str(exc))
@@ -70,11 +72,11 @@ async def _attach(websocket: WebSocket, hub: RunnerHub) -> tuple[RunnerLink, Mod
     return await hub.attach(principal, hello)
 
 
-async def _serve(websocket: WebSocket, link: RunnerLink) -> None:
+async def _serve(websocket: WebSocket, link: RunnerLink, drain: Callable[[], None]) -> None:
     """Relay frames both ways until either side stops."""
     pump = asyncio.ensure_future(link.pump(websocket.send_json))
     try:
-        reader = asyncio.ensure_future(_read(websocket, link))
+        reader = asyncio.ensure_future(_read(websocket, link, drain))
         done, _ = await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
         for task in (pump, reader):
             if task not in done:
@@ -89,7 +91,7 @@ async def _serve(websocket: WebSocket, link: RunnerLink) -> None:
         pump.cancel()
 
 
-async def _read(websocket: WebSocket, link: RunnerLink) -> None:
+async def _read(websocket: WebSocket, link: RunnerLink, drain: Callable[[], None]) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -97,7 +99,10 @@ async def _read(websocket: WebSocket, link: RunnerLink) -> None:
         frame = parse_runner_frame(_text(message))
         if isinstance(frame, Hello):
             raise FrameError("'hello' is sent once, first")
-        link.deliver(frame)
+        if isinstance(frame, DrainFrame):
+            drain()
+        else:
+            link.deliver(frame)
 
 
 def _text(message: Message) -> str:

@@ -92,6 +92,7 @@ class RunnerClient:
         self.say = say
         self.backoff = backoff
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.ws: ClientConnection | None = None
 
     async def run(self) -> None:
         """Serve until cancelled; raise Refused if the server refuses the runner."""
@@ -106,6 +107,7 @@ class RunnerClient:
                 ) as ws:
                     await self._handshake(ws)
                     attempt = 0
+                    self.ws = ws
                     await self._session(ws)
             except InvalidStatus as exc:
                 if exc.response.status_code in range(400, 500):
@@ -114,11 +116,23 @@ class RunnerClient:
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
                 log.warning("connection lost: %s", exc or type(exc).__name__)
             finally:
+                self.ws = None
                 await self._drop_calls()
             delay = self.backoff.delay(attempt)
             attempt += 1
             log.info("reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
+
+    async def drain(self, grace: float) -> None:
+        """Ask the server to send no more requests, and wait (at most ``grace``
+        seconds) for those in flight to end; then :meth:`run` may be cancelled."""
+        if self.ws is None:
+            return
+        await _send(self.ws, {"type": "drain"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self.tasks.values()), timeout=left)
 
     async def _handshake(self, ws: ClientConnection) -> None:
         await ws.send(json.dumps(self.hello))

@@ -69,6 +69,12 @@ class RunnerHub:
         log.info("runner %s attached to %s version %s", link.name, ref, info.version)
         return link, entry
 
+    def drain(self, link: RunnerLink, entry: ModelEntry) -> None:
+        """The runner is stopping: no new requests go to it; its calls go on."""
+        if isinstance(entry.backend, RunnerBackend):
+            entry.backend.remove(link)
+        log.info("runner %s of %s is draining", link.name, entry.ref)
+
     def detach(self, link: RunnerLink, entry: ModelEntry) -> None:
         """The runner left: its started calls fail, the others move to other runners."""
         if link not in self.links:

@@ -3,7 +3,8 @@
 Server to runner: ``ready``, ``refused``, ``chat`` (``request``: a GenerationRequest),
 ``embed`` and ``count_tokens`` (``texts``), ``image`` (``request``: an ImageRequest),
 ``cancel``. Runner to server: ``hello``, ``delta`` (a Delta), ``result``
-(``vectors``, ``counts`` or ``images``: base64 PNGs), ``error``. Dataclasses travel
+(``vectors``, ``counts`` or ``images``: base64 PNGs), ``error``, ``drain`` (no
+new requests, please). Dataclasses travel
 with their default-valued fields left out. What a runner sends is untrusted:
 :func:`parse_runner_frame` validates it strictly and raises :class:`FrameError`.
 """
@@ -147,9 +148,16 @@ class ResultFrame(BaseModel):
     images: list[ImageResult] | None = None
 
 
+class DrainFrame(BaseModel):
+    """The runner is stopping: send it nothing new (it finishes what it has)."""
+
+    model_config = _STRICT
+    type: Literal["drain"]
+
+
 Answer = DeltaFrame | ResultFrame | ErrorFrame
 """A runner's answer to one call."""
-RunnerFrame = Hello | DeltaFrame | ResultFrame | ErrorFrame
+RunnerFrame = Hello | DeltaFrame | ResultFrame | ErrorFrame | DrainFrame
 _FRAME: TypeAdapter[RunnerFrame] = TypeAdapter(Annotated[RunnerFrame, Field(discriminator="type")])
 
 
