@@ -206,3 +206,21 @@ async def test_embedding_and_image_results_are_checked() -> None:
     runner._answer = not_png  # type: ignore[method-assign]
     with pytest.raises(BadGateway, match="not a PNG"):
         await images.generate(ImageRequest("p", 1, 64, 64))
+
+
+async def test_a_request_that_keeps_losing_its_runner_fails_after_three() -> None:
+    backend = RunnerChatBackend("alice/demo/models/echo", INFO)
+    runners = [FakeRunner(backend, name) for name in ("one", "two", "three", "four")]
+
+    def crash(runner: FakeRunner) -> Any:
+        async def answer(call_id: str) -> None:
+            runner.kill(backend)
+
+        return answer
+
+    for runner in runners:
+        runner._answer = crash(runner)  # type: ignore[method-assign]
+    with pytest.raises(RunnerLost, match="3 runners serving"):
+        await anext(backend.generate(REQUEST))
+    assert [len(runner.chats()) for runner in runners] == [1, 1, 1, 0]
+    assert backend.attached

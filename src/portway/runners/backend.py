@@ -21,6 +21,10 @@ from portway.runners.link import Call, RunnerLink
 from portway.runners.pool import MAX_QUEUE, RunnerPool
 from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame
 
+ATTEMPTS = 3
+"""Runners a request may be sent to: one whose runners keep leaving before they
+answer it (a request that crashes them, say) fails after this many."""
+
 
 def estimate_tokens(text: str) -> int:
     """A token per 4 UTF-8 bytes (the model's tokenizer is on the runner)."""
@@ -53,14 +57,12 @@ class RunnerBackend(ModelBackend):
     async def unary(self, kind: str, payload: dict[str, Any]) -> ResultFrame:
         """Send one ``kind`` frame to a runner and await its result; a runner that
         leaves first is replaced (the work is repeated elsewhere)."""
-        retried = False
-        while True:
-            link = await self.pool.acquire(front=retried)
+        for attempt in range(ATTEMPTS):
+            link = await self.pool.acquire(front=attempt > 0)
             call = link.open(kind, payload)
             try:
                 event = await call.events.get()
                 if event is None:
-                    retried = True
                     continue
                 call.done = True
                 if isinstance(event, ErrorFrame):
@@ -73,13 +75,15 @@ class RunnerBackend(ModelBackend):
             finally:
                 link.finish(call)
                 self.pool.release(link)
+        raise RunnerLost(self.reference, ATTEMPTS)
 
 
 class RunnerChatBackend(RunnerBackend, ChatBackend):
     """A chat model version whose generations run on attached runners.
 
     A request whose runner leaves before its first delta goes back to the head
-    of the queue; one that had begun fails with :class:`RunnerLost`.
+    of the queue (at most ``ATTEMPTS`` runners in all); one that had begun fails
+    with :class:`RunnerLost`.
     """
 
     def __init__(
@@ -96,9 +100,8 @@ class RunnerChatBackend(RunnerBackend, ChatBackend):
         return estimate_tokens(text)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        retried = False
-        while True:
-            link = await self.pool.acquire(front=retried)
+        for attempt in range(ATTEMPTS):
+            link = await self.pool.acquire(front=attempt > 0)
             call = link.open("chat", {"request": request})
             try:
                 async for delta in self._relay(link, call):
@@ -107,10 +110,10 @@ class RunnerChatBackend(RunnerBackend, ChatBackend):
             except RunnerGone:
                 if call.started:
                     raise RunnerLost(self.reference) from None
-                retried = True
             finally:
                 link.finish(call)
                 self.pool.release(link)
+        raise RunnerLost(self.reference, ATTEMPTS)
 
     async def _relay(self, link: RunnerLink, call: Call) -> AsyncIterator[Delta]:
         while True:

@@ -34,9 +34,12 @@ class RunnerLost(PortwayError):
     type = "server_error"
     code = "runner_lost"
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, attempts: int = 1) -> None:
         super().__init__(
-            f"The runner serving the model '{model}' went away before the response was complete."
+            f"{attempts} runners serving the model '{model}' went away while handling this request."
+            if attempts > 1
+            else f"The runner serving the model '{model}' went away before the response "
+            "was complete."
         )
 
 
