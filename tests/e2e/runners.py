@@ -143,7 +143,12 @@ class Runner:
     def wait(self, timeout: float = 30) -> int:
         """The exit code (stderr is kept in ``stderr``)."""
         assert self.process is not None
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # never leave a runner behind a failed test
+            self.process.wait()
+            raise
         self.stderr = self.log_path.read_text()
         return code
 
