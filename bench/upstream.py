@@ -142,9 +142,22 @@ def section(found: list[Row], limits: Limits, litellm_note: str) -> str:
         "httpx client per worker) share CPU 1. Streams ask for the usage chunk. Latency is "
         "to the full body (unary) or the last byte (streamed). Each cell: "
         f"{limits.requests} requests or {limits.seconds:.0f} s after a warm-up. "
-        "*added p50* is the gateway's p50 minus direct's.",
+        "*added p50* is the gateway's p50 minus direct's; *server CPU* is the CPU time "
+        "the measured server process (the gateway, or the stand-in for direct) used per "
+        "request; *other load* is the CPU used meanwhile by processes outside the benchmark.",
         report.table(
-            ["path", "mode", "concurrency", "req/s", "p50 ms", "p99 ms", "added p50 ms", "errors"],
+            [
+                "path",
+                "mode",
+                "concurrency",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "added p50 ms",
+                "server CPU ms/req",
+                "other load (CPUs)",
+                "errors",
+            ],
             [
                 [
                     row.result.front,
@@ -154,6 +167,8 @@ def section(found: list[Row], limits: Limits, litellm_note: str) -> str:
                     f"{row.result.p50_ms:.2f}",
                     f"{row.result.p99_ms:.2f}",
                     "-" if row.added_p50_ms is None else f"{row.added_p50_ms:.2f}",
+                    f"{row.result.server_cpu_ms:.2f}",
+                    f"{row.result.foreign_cores:.2f}",
                     str(row.result.errors),
                 ]
                 for row in found

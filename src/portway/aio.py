@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 import anyio
@@ -46,3 +47,39 @@ async def primed(source: AsyncIterator[T]) -> PrimedStream[T]:
         await aclose(source)
         raise
     return PrimedStream(head, source)
+
+
+class Disconnected(Exception):
+    """The client went away before the work it asked for ended (it was cancelled)."""
+
+
+async def unless_disconnected(
+    work: Awaitable[T], disconnected: Callable[[], Awaitable[object]]
+) -> T:
+    """Await ``work`` in this task; if ``disconnected()`` returns first, cancel it
+    and raise :class:`Disconnected`. One watcher task, and ``work`` runs in the
+    caller's task (no second task, no ``asyncio.wait``: both are on every request's
+    path). A cancellation from elsewhere still propagates as such."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await disconnected()
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if gone and current.uncancel() == 0:
+            raise Disconnected() from None
+        raise
+    finally:
+        watcher.cancel()
+    if gone:  # ``work`` ended anyway, but the client is gone
+        current.uncancel()
+        raise Disconnected()
+    return result

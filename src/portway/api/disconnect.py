@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request
 
+from portway.aio import Disconnected, unless_disconnected
 from portway.errors import ClientDisconnected
 
 T = TypeVar("T")
@@ -21,16 +20,7 @@ async def _disconnected(request: Request) -> None:
 
 async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Await ``work``; cancel it and raise ClientDisconnected if the client leaves first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        raise ClientDisconnected()
-    return task.result()
+        return await unless_disconnected(work, lambda: _disconnected(request))
+    except Disconnected:
+        raise ClientDisconnected() from None
