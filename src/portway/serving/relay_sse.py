@@ -16,8 +16,7 @@ The replace is safe: inside a JSON string every ``"`` is escaped, so the bytes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic_core import from_json
 
@@ -30,8 +29,9 @@ class MalformedStream(BadGateway):
     """The upstream's stream is not server-sent events of JSON objects."""
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One event: its ``event:`` name (if any) and its ``data:`` lines joined."""
+
     name: bytes | None
     data: bytes
 
@@ -111,8 +111,11 @@ class ModelRewriter:
         upstream = holder.get("model") if holder is not None else None
         if holder is None or not isinstance(upstream, str) or upstream == self.public:
             return raw
-        for pattern in self._for(upstream):
+        patterns = self._for(upstream)
+        for index, pattern in enumerate(patterns):
             if pattern in raw:
+                if index:  # the spelling this upstream uses is tried first from now on
+                    self._patterns[upstream] = (pattern, patterns[0])
                 colon = pattern.index(b":") + 1
                 return raw.replace(pattern, pattern[:colon] + self._encoded, 1)
         holder["model"] = self.public
