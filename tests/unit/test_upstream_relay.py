@@ -3,6 +3,7 @@ relays: chat, responses, embeddings and images, unary and streamed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -13,8 +14,9 @@ import pytest
 from portway.aio import aclose
 from portway.auth.principal import Principal
 from portway.backends.scripted import ScriptedBackend
-from portway.backends.upstream import upstream_backend
+from portway.backends.upstream import UpstreamBackend, upstream_backend
 from portway.backends.upstream_http import open_session
+from portway.backends.upstream_pool import Outcome
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.registry.catalog import CatalogError, OpenAISpec
 from portway.registry.models import ModelEntry, Registry
@@ -200,3 +202,20 @@ async def test_fallbacks_may_be_local_models_of_the_same_kind(
                 service._check_fallbacks(hosted)
     finally:
         await service.close()
+
+
+async def test_a_backend_without_the_relays_session_opens_and_closes_its_own(
+    upstream: FakeUpstream,
+) -> None:
+    entry = _entry(upstream, "alone", "chat", "ok")
+    backend = entry.backend
+    assert isinstance(backend, UpstreamBackend)
+    backend.attach(None, None)
+    until = asyncio.get_running_loop().time() + 10
+    body = json.dumps({"model": "ok", "messages": [{"role": "user", "content": "hi"}]})
+    exchange = await backend.open("/chat/completions", body.encode(), stream=False, until=until)
+    reply = json.loads(await exchange.read_all(until))
+    await exchange.finish(Outcome.OK)
+    assert reply["choices"][0]["message"]["content"]
+    await backend.close()
+    assert backend._session is None

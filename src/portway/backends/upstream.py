@@ -250,6 +250,7 @@ class UpstreamBackend(RelayBackend):
         self._extra_headers = dict(spec.headers)
         self._headers: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._own_session: aiohttp.ClientSession | None = None
         self._attached = False
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # the relay times the rest itself: first byte, idle gap, deadline
@@ -273,6 +274,12 @@ class UpstreamBackend(RelayBackend):
             **self.credentials.headers(),
         }
 
+    async def close(self) -> None:
+        """Close the session this backend opened itself (none when the relay's)."""
+        if self._own_session is not None:
+            await self._own_session.close()
+            self._own_session = self._session = None
+
     @property
     def missing_key(self) -> str | None:
         """Where the key should have come from, if it was declared and not found."""
@@ -293,7 +300,7 @@ class UpstreamBackend(RelayBackend):
         if not self._attached:
             raise RuntimeError(f"{self.name}: attach() was not called")
         if self._session is None:
-            self._session = open_session()
+            self._session = self._own_session = open_session()
         if self.missing_key:
             raise UpstreamUnavailable(
                 f"The model '{self.name}' has no API key: set its {self.missing_key}."
