@@ -5,8 +5,10 @@ model that ran. A client's own error (an upstream 400) never falls back."""
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -20,6 +22,8 @@ SCRIPT = ["Served", " locally", "."]
 LOCAL = "fb/local/models/scripted"
 MINILM = "sentence-transformers/embed/models/all-MiniLM-L6-v2"
 HAS_MINILM = importlib.util.find_spec("sentence_transformers") is not None
+HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
+PAINTER = "fb/local/models/tiny-sd"
 FAST = (
     "timeouts = { connect = 2, first_byte = 2, idle = 1, total = 4 }\n"
     "retries = { max_attempts = 2, backoff_base = 0.05, backoff_cap = 0.1 }\n"
@@ -35,7 +39,15 @@ def _hosted(model: str, upstream: str, base: str, fallbacks: list[str], kind: st
     )
 
 
-def _catalog(fake: FakeUpstream) -> str:
+def _painter(pipeline: Path) -> str:
+    """A local image model on the tests' tiny random-weight pipeline."""
+    return (
+        '[[models]]\nuser = "fb"\napp = "local"\nmodel = "tiny-sd"\nbackend = "diffusers"\n'
+        f'path = "{pipeline}"\nsteps = 1\ndefault_size = "64x64"\n\n'
+    )
+
+
+def _catalog(fake: FakeUpstream, pipeline: Path | None) -> str:
     script = ", ".join(f'"{piece}"' for piece in SCRIPT)
     text = "default_model = false\n"
     text += f"default_embedding_model = {'true' if HAS_MINILM else 'false'}\n\n"
@@ -44,9 +56,12 @@ def _catalog(fake: FakeUpstream) -> str:
     text += _hosted("also-down", "status-500", fake.base_url, [])
     text += _hosted("down", "status-503", fake.base_url, ["fb/hosted/models/also-down", LOCAL])
     text += _hosted("refuses", "status-400", fake.base_url, [LOCAL])
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # connection refused
     if HAS_MINILM:
-        nowhere = f"http://127.0.0.1:{free_port()}/v1"  # connection refused
         text += _hosted("embed", "embed-up", nowhere, [MINILM], kind="embedding")
+    if pipeline is not None:
+        text += _painter(pipeline)
+        text += _hosted("paint", "paint-up", nowhere, [PAINTER], kind="image")
     return text
 
 
@@ -59,7 +74,13 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def portway(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("portway-local-fallbacks"), catalog=_catalog(fake))
+    pipeline = None
+    if HAS_DIFFUSERS:
+        from tests.tiny_diffusion import build_tiny_pipeline
+
+        pipeline = build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+    catalog = _catalog(fake, pipeline)
+    server = Server(tmp_path_factory.mktemp("portway-local-fallbacks"), catalog=catalog)
     yield server.start()
     server.stop()
 
@@ -131,3 +152,14 @@ def test_embeddings_are_served_by_the_local_fallback(portway: Server) -> None:
     assert [len(item.embedding) for item in reply.data] == [384, 384]
     rows = wait_for_rows(portway, "fb-embed", 1)
     assert [(row.model, row.status) for row in rows] == [(MINILM, "completed")]
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers is not installed")
+def test_images_are_served_by_the_local_fallback(portway: Server) -> None:
+    reply = _client(portway, "fb-paint").images.generate(
+        model="fb/hosted/models/paint", prompt="a harbour", response_format="b64_json"
+    )
+    assert reply.data is not None and len(reply.data) == 1
+    assert base64.b64decode(reply.data[0].b64_json or "").startswith(b"\x89PNG")
+    rows = wait_for_rows(portway, "fb-paint", 1)
+    assert [(row.model, row.status) for row in rows] == [(PAINTER, "completed")]
