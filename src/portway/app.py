@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from portway import __version__
+from portway import __version__, gc_tuning
 from portway.api import chat, deps, embeddings, errors, health, images, media, models, responses
 from portway.api import runners as runners_api
 from portway.api.fast import FastRoutes, fast_routes
@@ -70,6 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             relay=relay,
         )
         log.info("serving %d models at %s/v1", len(registry.entries()), settings.public_base_url)
+        gc_tuning.after_startup()
         try:
             yield
         finally:
