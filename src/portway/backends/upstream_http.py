@@ -20,7 +20,10 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 4096
+"""Upstream connections open at once, over all endpoints: each relayed request
+holds one for its whole length (a long stream included), and a request beyond
+this waits for one within its model's connect timeout."""
 KEEPALIVE_SECONDS = 30.0
 
 
