@@ -34,6 +34,8 @@ import httpx
 from common import CpuWatch, machine, median, percentile, process_cpu_seconds
 from servers import PortwayServer, portway
 
+from portway.sdk.scaffold import MODEL_PY
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "models"
 INPROC = "bench/inproc/models/echo"
@@ -49,7 +51,10 @@ def example_folder(root: Path, name: str, app: str, concurrency: int) -> Path:
     """A copy of an example model folder under ``bench/{app}/models/{name}``."""
     folder = root / app / name
     folder.mkdir(parents=True)
-    shutil.copy(EXAMPLES / name / "model.py", folder / "model.py")
+    if name == "echo":  # what `portway model init` writes
+        (folder / "model.py").write_text(MODEL_PY)
+    else:
+        shutil.copy(EXAMPLES / name / "model.py", folder / "model.py")
     (folder / "portway-model.toml").write_text(
         f'[model]\nuser = "bench"\napp = "{app}"\nid = "{name}"\nkind = "chat"\n'
         f"context_length = 8192\nconcurrency = {concurrency}\n"

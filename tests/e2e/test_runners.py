@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from portway.sdk.scaffold import write_echo_model
 from tests.e2e.ledger import wait_for_rows
 from tests.e2e.runners import (
     BOOM_MODEL,
@@ -69,8 +70,10 @@ def alice_runner(server: Server) -> str:
 
 
 @pytest.fixture(scope="module")
-def echo(server: Server) -> Iterator[Runner]:
-    runner = Runner(EXAMPLES / "echo", server, server.token("demo", "runner")).start()
+def echo(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    folder = tmp_path_factory.mktemp("echo")  # what `portway model init` writes
+    write_echo_model(folder, user="demo", app="examples", model_id="echo")
+    runner = Runner(folder, server, server.token("demo", "runner")).start()
     yield runner
     runner.stop()
 
