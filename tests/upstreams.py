@@ -75,9 +75,10 @@ class FakeUpstream(UpstreamProcess):
         httpx.post(f"http://127.0.0.1:{self.port}/{action}").raise_for_status()
 
 
-def llama_server(log_dir: Path, gguf: Path) -> UpstreamProcess:
-    """llama-cpp-python's server on ``gguf``, through ``tests/llama_server.py``."""
-    command = [
+def llama_server_command(gguf: Path) -> list[str]:
+    """The command line of llama-cpp-python's server on ``gguf`` (port not given),
+    through ``tests/llama_server.py``; the model is called ``gemma-upstream``."""
+    return [
         sys.executable,
         str(REPO / "tests" / "llama_server.py"),
         "--model",
@@ -93,4 +94,9 @@ def llama_server(log_dir: Path, gguf: Path) -> UpstreamProcess:
         "--host",
         "127.0.0.1",
     ]
+
+
+def llama_server(log_dir: Path, gguf: Path) -> UpstreamProcess:
+    """llama-cpp-python's server on ``gguf``."""
+    command = llama_server_command(gguf)
     return UpstreamProcess(command, log_dir / "llama-server.log", "/v1/models")

@@ -5,7 +5,6 @@ OpenAI-compatible server on the Gemma GGUF, started by the model from its
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from portway.backends.default_model import ensure_default_gguf
 from tests.e2e.ledger import wait_for_rows
 from tests.e2e.test_model_cli import ModelServer
+from tests.upstreams import llama_server_command
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "me/wrapped/models/llama"
@@ -32,24 +32,7 @@ class LlamaServer(OpenAIModelClass):
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     data_dir = tmp_path_factory.mktemp("wrapped-data")
     gguf = ensure_default_gguf(data_dir)
-    command = [
-        sys.executable,
-        str(REPO / "tests" / "llama_server.py"),
-        "--model",
-        str(gguf),
-        "--model_alias",
-        "gemma-upstream",
-        "--chat_format",
-        "gemma",
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        "2",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-    ]
+    command = [*llama_server_command(gguf), "--port", "{port}"]
     folder = tmp_path_factory.mktemp("wrapper")
     (folder / "model.py").write_text(WRAPPER)
     (folder / "portway-model.toml").write_text(

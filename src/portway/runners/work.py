@@ -20,6 +20,7 @@ from portway.backends.base import (
 )
 from portway.errors import InvalidRequest, ModelFailed, PortwayError
 from portway.runners import wire
+from portway.serving.images import check_prompt
 
 log = logging.getLogger("portway.runner")
 
@@ -114,14 +115,7 @@ class Worker:
 
 async def _images(backend: ImageBackend, data: Any) -> list[dict[str, Any]]:
     request = wire.image_request_from_json(data)
-    limit, tokens = backend.max_prompt_tokens, backend.count_tokens(request.prompt)
-    if limit and tokens > limit:
-        raise InvalidRequest(
-            f"This model's maximum prompt length is {limit} tokens, but the prompt holds "
-            f"{tokens}. Please shorten it: Portway does not truncate prompts.",
-            param="prompt",
-            code="context_length_exceeded",
-        )
+    check_prompt(backend, request.prompt)
     images = await backend.generate(request)
     return [
         {"png": base64.b64encode(image.png).decode("ascii"), "revised_prompt": image.revised_prompt}

@@ -84,7 +84,7 @@ def parse_size(size: str | None, caps: ImageCapabilities) -> tuple[int, int]:
     return width, height
 
 
-def _check_prompt(backend: ImageBackend, prompt: str) -> int:
+def check_prompt(backend: ImageBackend, prompt: str) -> int:
     """The prompt's tokens; 400 when the model's text encoder would have to cut it."""
     tokens = backend.count_tokens(prompt)
     limit = backend.max_prompt_tokens
@@ -115,7 +115,7 @@ class ImageService:
         width, height = parse_size(request.size, backend.capabilities)
         meter = ctx.meter(request.user)
         meter.model, meter.version_id = entry.name, entry.version_id
-        meter.prompt_tokens = _check_prompt(backend, request.prompt)
+        meter.prompt_tokens = check_prompt(backend, request.prompt)
         work = ImageRequest(request.prompt, request.n or 1, width, height, ctx.request_id)
         with ledger_row(self.recorder, meter, ctx):
             images = await backend.generate(work)
