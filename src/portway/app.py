@@ -17,6 +17,7 @@ from portway.bootstrap import ensure_first_admin
 from portway.middleware import BodyLimit, RequestLog
 from portway.registry import catalog
 from portway.registry.loader import build_registry
+from portway.registry.models import Registry
 from portway.runners.hub import RunnerHub
 from portway.serving.chat import ChatService
 from portway.serving.embeddings import EmbeddingService
@@ -46,10 +47,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = await Store.open(settings.db_url)
     app.state.store = store  # the Responses API reads and writes stored responses
     try:
-        await ensure_first_admin(store, settings)
         registry = await build_registry(
             catalog.load(settings.catalog_path), settings.data_dir, store
         )
+        await ensure_first_admin(store, settings, _example_model(registry))
         for entry in registry.entries():
             await entry.backend.start()
         recorder = UsageRecorder(store, settings.usage_flush_seconds)
@@ -82,6 +83,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await entry.backend.close()
     finally:
         await store.close()
+
+
+def _example_model(registry: Registry) -> str | None:
+    """The chat model the first-start snippet uses: the embedded one if served."""
+    chat = [entry.name for entry in registry.entries() if entry.kind == "chat"]
+    default = catalog.default_model_spec().reference
+    return default if default in chat else next(iter(chat), None)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -29,11 +29,13 @@ Use it from Python:
 """
 
 
-async def ensure_first_admin(store: Store, settings: Settings) -> None:
+async def ensure_first_admin(store: Store, settings: Settings, model: str | None = None) -> None:
+    """On a fresh database: create the admin, print its token and a snippet that
+    uses ``model`` (a chat model the server serves; default: the embedded one)."""
     if await store.count_users():
         return
     token, _ = await issue_token(store, ADMIN, scopes=("inference", "admin"), admin_user=True)
-    model = f"{DEFAULT_USER}/{DEFAULT_APP}/models/{DEFAULT_MODEL}"
+    model = model or f"{DEFAULT_USER}/{DEFAULT_APP}/models/{DEFAULT_MODEL}"
     text = SNIPPET.format(user=ADMIN, token=token, base=settings.public_base_url, model=model)
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -142,6 +142,7 @@ def _client(server: Server) -> openai.OpenAI:
 
 def test_model_serve_lists_only_the_folder(served: ModelServer) -> None:
     assert f"serving {DEMO} at http://127.0.0.1:{served.port}/v1" in served.log_text()
+    assert f'model="http://127.0.0.1:{served.port}/{DEMO}"' in served.log_text()  # the snippet
     assert [model.id for model in _client(served).models.list()] == [DEMO]
 
 
