@@ -424,6 +424,6 @@ def build_openai(spec: OpenAISpec, data_dir: Path) -> tuple[ModelBackend, str]:
     """The catalogue builder (see registry/loader.py): the backend, and a version
     that changes with what the model is (its upstream and name there), not with
     timeouts, keys or fallbacks."""
-    from portway.registry.models import version_id
+    from portway.registry.versions import version_id
 
     return upstream_backend(spec), version_id("openai", spec.kind, spec.urls, spec.upstream_model)

@@ -12,9 +12,10 @@ from portway.backends.upstream import build_openai
 from portway.registry import catalog
 from portway.registry.catalog import Catalog, LlamaCppSpec, RunnerSpec, ScriptedSpec
 from portway.registry.media_builders import build_diffusers, build_sentence_transformers
-from portway.registry.models import ModelEntry, Registry, version_id
+from portway.registry.models import ModelEntry, Registry
 from portway.registry.python_builder import build_python
 from portway.registry.refs import ModelRef
+from portway.registry.versions import version_id
 from portway.store import Store
 
 Built = tuple[ModelBackend, str]

@@ -13,7 +13,7 @@ from portway.registry.catalog import (
     DiffusersSpec,
     SentenceTransformersSpec,
 )
-from portway.registry.models import version_id
+from portway.registry.versions import version_id
 
 Built = tuple[ModelBackend, str]
 

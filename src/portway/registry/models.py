@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -82,12 +80,6 @@ class ModelEntry:
             or principal.user.name == self.ref.user
             or principal.is_admin
         )
-
-
-def version_id(*parts: object) -> str:
-    """A stable version id (32 lower-case hex digits) from what defines a version."""
-    text = json.dumps([str(part) for part in parts])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass

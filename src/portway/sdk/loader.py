@@ -92,7 +92,7 @@ def load_model_dir(path: Path | str) -> LoadedModel:
     ``model.py`` raises propagates.
     """
     from portway.backends.python_model import backend_for
-    from portway.registry.models import version_id
+    from portway.registry.versions import version_id
 
     folder = Path(path).resolve()
     config = load_config(folder)
