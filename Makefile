@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: serve test lint bench
+.PHONY: serve test lint bench bench-upstream bench-runners
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,17 @@ lint:
 bench: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[local,test]'
 	$(BIN)/python bench/run.py
+
+LITELLM := .bench/litellm/bin/litellm
+
+$(LITELLM):
+	$(PYTHON) -m venv .bench/litellm
+	.bench/litellm/bin/pip install --quiet -r bench/litellm-requirements.txt
+
+bench-upstream: $(BIN)/python $(LITELLM)
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/python bench/upstream.py --litellm $(LITELLM)
+
+bench-runners: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/python bench/runners.py

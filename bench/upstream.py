@@ -9,9 +9,10 @@ run pinned to the same CPU, one at a time; the stand-in and the load generator
 Unary and streamed (the client asks for usage), at concurrency 1, 16 and 64:
 requests/s, p50 and p99 latency, and each gateway's added p50 against direct.
 
-LiteLLM runs from its own environment (``--litellm /path/to/litellm``, default
-``/tmp/litellm-venv/bin/litellm``), never from the project's; without it the
-table says so. Run: ``.venv/bin/python bench/upstream.py [--quick] [--no-write]``.
+LiteLLM runs from its own environment (``--litellm /path/to/litellm``; ``make
+bench-upstream`` creates ``.bench/litellm`` from ``bench/litellm-requirements.txt``
+and runs this), never from the project's; without it the table says so. Run:
+``.venv/bin/python bench/upstream.py [--quick] [--no-write] [--litellm PATH]``.
 A full run replaces this bench's section of BENCHMARKS.md and keeps the others.
 """
 
@@ -225,7 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs; print only")
     parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
-    parser.add_argument("--litellm", type=Path, default=Path("/tmp/litellm-venv/bin/litellm"))
+    parser.add_argument("--litellm", type=Path, default=Path(".bench/litellm/bin/litellm"))
     options = parser.parse_args()
     text = asyncio.run(run(options))
     print(text)
