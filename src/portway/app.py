@@ -59,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await recorder.start()
         await media_store.start()
         runner_hub = RunnerHub(registry, store)
+        await runner_hub.restore()
         app.state.runner_hub = runner_hub
         app.state.services = deps.Services(
             settings=settings,

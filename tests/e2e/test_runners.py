@@ -436,6 +436,26 @@ def test_runner_reconnects_after_a_server_restart(tmp_path: Path) -> None:
         restarting.stop()
 
 
+def test_a_runner_model_of_an_earlier_run_gets_503_not_404(tmp_path: Path) -> None:
+    restarting = Server(tmp_path / "data", catalog=CATALOG).start()
+    try:
+        token = restarting.token("alice", "runner")
+        folder = model_folder(tmp_path / "models", SLOW_MODEL, model="known")
+        assert Runner(folder, restarting, token, env={"SLOW_WORDS": "0"}).start().stop() == 0
+        assert restarting.stop() == 0
+        restarting.start()
+        client = openai.OpenAI(
+            base_url=restarting.base_url + "/v1", api_key=restarting.admin_token, max_retries=0
+        )
+        assert "alice/runners/models/known" not in listed(client)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="alice/runners/models/known", messages=HI)
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"] == "5"
+    finally:
+        restarting.stop()
+
+
 def test_embedding_and_image_models(
     server: Server, client: openai.OpenAI, folders: Path, alice_runner: str
 ) -> None:

@@ -18,6 +18,7 @@ from portway.runners.errors import RunnerConflict, RunnerUnavailable
 from portway.runners.hub import RunnerHub
 from portway.runners.wire import Capabilities, Hello, ModelInfo
 from portway.store import Store, User
+from portway.store.records import RunnerModel
 
 OLD, NEW = "1" * 32, "2" * 32
 
@@ -27,6 +28,13 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[str, str], datetime] = {}
+        self.runner_models_seen: dict[str, RunnerModel] = {}
+
+    async def remember_runner_model(self, model: str, kind: str, visibility: str) -> None:
+        self.runner_models_seen[model] = RunnerModel(model, kind, visibility)
+
+    async def runner_models(self) -> list[RunnerModel]:
+        return sorted(self.runner_models_seen.values(), key=lambda known: known.model)
 
     async def register_model_version(self, model: str, version_id: str) -> datetime:
         await asyncio.sleep(0)  # let concurrent attaches interleave
@@ -150,3 +158,27 @@ async def test_runners_of_a_new_version_attaching_at_once_share_one_backend(hub:
     assert first is second
     assert isinstance(first.backend, RunnerChatBackend)
     assert first.backend.pool.links == [one, two]
+
+
+async def test_runner_models_of_an_earlier_run_get_503_until_a_runner_attaches() -> None:
+    store = FakeStore()
+    first = RunnerHub(registry(), cast(Store, store))
+    await first.attach(who("alice"), hello())
+    secret = hello("alice/demo/models/secret").model_copy(update={"visibility": "private"})
+    await first.attach(who("alice"), secret)
+    assert sorted(store.runner_models_seen) == [
+        "alice/demo/models/echo",
+        "alice/demo/models/secret",
+    ]
+
+    restarted = RunnerHub(registry(), cast(Store, store))  # a new server process
+    await restarted.restore()
+    with pytest.raises(RunnerUnavailable):
+        restarted.registry.resolve("alice/demo/models/echo", who("bob"))
+    with pytest.raises(ModelNotFound):  # private: others must not learn it exists
+        restarted.registry.resolve("alice/demo/models/secret", who("bob"))
+    with pytest.raises(RunnerUnavailable):
+        restarted.registry.resolve("alice/demo/models/secret", who("alice"))
+    assert "alice/demo/models/echo" not in [entry.name for entry in restarted.registry.entries()]
+    _, entry = await restarted.attach(who("alice"), hello())
+    assert restarted.registry.resolve("alice/demo/models/echo", who("bob")) is entry

@@ -39,6 +39,7 @@ from portway.store import (
     User,
 )
 from portway.store.db import _alembic_config
+from portway.store.records import RunnerModel
 from portway.store.tables import metadata
 from tests.services import require_service
 
@@ -47,7 +48,15 @@ _SRC_DIR = str(Path(portway.__file__).resolve().parents[1])  # for subprocesses
 POSTGRES_URL = os.environ.get(
     "PORTWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
-TABLES = {"users", "api_tokens", "usage_records", "model_versions", "responses", "secrets"}
+TABLES = {
+    "users",
+    "api_tokens",
+    "usage_records",
+    "model_versions",
+    "responses",
+    "secrets",
+    "runner_models",
+}
 
 
 def _head() -> str:
@@ -503,6 +512,17 @@ async def test_usage_summary(store: Store) -> None:
 
 
 # ----------------------------------------------------------------- model versions
+
+
+async def test_runner_models_are_remembered_with_their_latest_visibility(store: Store) -> None:
+    assert await store.runner_models() == []
+    await store.remember_runner_model("alice/demo/models/echo", "chat", "public")
+    await store.remember_runner_model("alice/demo/models/echo", "chat", "private")
+    await store.remember_runner_model("alice/demo/models/art", "image", "public")
+    assert await store.runner_models() == [
+        RunnerModel("alice/demo/models/art", "image", "public"),
+        RunnerModel("alice/demo/models/echo", "chat", "private"),
+    ]
 
 
 async def test_register_model_version_is_idempotent(db_url: str) -> None:

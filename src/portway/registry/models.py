@@ -103,6 +103,7 @@ class Registry:
     ) -> None:
         self._entries = {entry.ref: entry for entry in entries}
         self._runner_versions: dict[ModelRef, dict[str, _RunnerVersion]] = {}
+        self._offline_runners: dict[ModelRef, ModelEntry] = {}
         self._aliases: dict[str, ModelRef] = {}
         for entry in self._entries.values():
             for alias in entry.aliases:
@@ -183,6 +184,12 @@ class Registry:
         versions = self._runner_versions.setdefault(entry.ref, {})
         versions.setdefault(entry.version_id, _RunnerVersion(entry, registered))
 
+    def add_offline_runner(self, entry: ModelEntry) -> None:
+        """A runner model of an earlier run, known (503, not 404) but not listed
+        until a runner attaches; the catalogue's own models win."""
+        if entry.ref not in self._entries:
+            self._offline_runners[entry.ref] = entry
+
     def runner_entries(self) -> list[ModelEntry]:
         """Every runner-served version this server has seen, attached or not."""
         return [
@@ -192,7 +199,11 @@ class Registry:
         ]
 
     def _is_runner_model(self, ref: ModelRef) -> bool:
-        return ref in self._runner_versions or self.declared_runner(ref) is not None
+        return (
+            ref in self._runner_versions
+            or ref in self._offline_runners
+            or self.declared_runner(ref) is not None
+        )
 
     def _newest_live(self, ref: ModelRef) -> ModelEntry | None:
         live = [
@@ -205,7 +216,7 @@ class Registry:
     def _resolve_runner(
         self, text: str, ref: ModelRef, version: str | None, principal: Principal
     ) -> ModelEntry:
-        known = [self.declared_runner(ref)] + [
+        known = [self.declared_runner(ref), self._offline_runners.get(ref)] + [
             found.entry for found in self._runner_versions.get(ref, {}).values()
         ]
         if not any(entry is not None and entry.visible_to(principal) for entry in known):

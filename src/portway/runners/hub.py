@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast, get_args
 
 from portway.auth.principal import Principal
+from portway.backends.base import Kind
 from portway.errors import PermissionDenied
 from portway.registry import refs
 from portway.registry.models import ModelEntry, Registry
@@ -63,11 +64,22 @@ class RunnerHub:
                 f"Version {info.version} of '{ref}' is attached with another configuration."
             )
         entry.visibility = visibility  # the latest runner's choice
+        await self.store.remember_runner_model(str(ref), info.kind, visibility)
         link = RunnerLink(hello.runner or "runner", info, hello.concurrency, principal.user.name)
         backend.add(link)
         self.links.add(link)
         log.info("runner %s attached to %s version %s", link.name, ref, info.version)
         return link, entry
+
+    async def restore(self) -> None:
+        """Runner models of earlier runs: until a runner of theirs attaches again,
+        they get 503 with ``Retry-After`` (not 404), and are not listed."""
+        for known in await self.store.runner_models():
+            ref = refs.parse(known.model).ref
+            kind = cast(Kind, known.kind if known.kind in get_args(Kind) else "chat")
+            entry = ModelEntry(ref, "", runner_backend(known.model, kind))
+            entry.visibility = "private" if known.visibility == "private" else "public"
+            self.registry.add_offline_runner(entry)
 
     def drain(self, link: RunnerLink, entry: ModelEntry) -> None:
         """The runner is stopping: no new requests go to it; its calls go on."""

@@ -48,6 +48,7 @@ from portway.store.records import (
     RESPONSE_STATUSES,
     USAGE_STATUSES,
     ItemPage,
+    RunnerModel,
     SecretInfo,
     StoredResponse,
     TokenInfo,
@@ -59,6 +60,7 @@ from portway.store.tables import (
     api_tokens,
     model_versions,
     responses,
+    runner_models,
     stored_secrets,
     usage_records,
     users,
@@ -566,6 +568,27 @@ class Store:
             await conn.execute(self._insert_ignore(model_versions, ["model", "version_id"], values))
             created: datetime = (await conn.execute(stmt)).scalar_one()
         return created
+
+    async def remember_runner_model(self, model: str, kind: str, visibility: str) -> None:
+        """Record that runners serve ``model`` (its latest kind and visibility)."""
+        now = _now()
+        values = {"model": model, "kind": kind, "visibility": visibility, "updated_at": now}
+        maker = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = maker(runner_models).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["model"],
+            set_={"kind": kind, "visibility": visibility, "updated_at": now},
+        )
+        async with self._write() as conn:
+            await conn.execute(stmt)
+
+    async def runner_models(self) -> list[RunnerModel]:
+        """Every model runners have served, by reference."""
+        table = runner_models
+        stmt = select(table.c.model, table.c.kind, table.c.visibility).order_by(table.c.model)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [RunnerModel(model, kind, visibility) for model, kind, visibility in rows]
 
     # -- responses
 

@@ -117,3 +117,12 @@ class SecretInfo:
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RunnerModel:
+    """A model a runner has served: known across restarts, attached or not."""
+
+    model: str
+    kind: str
+    visibility: str

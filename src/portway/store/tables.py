@@ -164,3 +164,12 @@ stored_secrets = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+runner_models = Table(
+    "runner_models",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("visibility", String(16), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
