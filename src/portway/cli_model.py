@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from portway.bootstrap import ADMIN
 from portway.settings import Settings
 
 folder_argument = click.argument(
@@ -31,10 +32,10 @@ def _segment(text: str) -> str:
 
 @model.command("init")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--user", default="me", show_default=True, help="The model's owner.")
-@click.option("--app", default="models", show_default=True, help="The model's app.")
+@click.option("--user", help="The model's owner [default: the user of the token that serves it].")
+@click.option("--app", default="demo", show_default=True, help="The model's app.")
 @click.option("--id", "model_id", help="The model's id [default: the folder's name].")
-def model_init(folder: Path, user: str, app: str, model_id: str | None) -> None:
+def model_init(folder: Path, user: str | None, app: str, model_id: str | None) -> None:
     """Write a working echo chat model into FOLDER."""
     from portway.sdk.scaffold import write_echo_model
 
@@ -92,7 +93,7 @@ def model_predict(folder: Path, text: str, **options: Any) -> None:
 def model_catalog(folder: Path, config: Any) -> str:
     """A catalogue that serves the folder alone."""
     entry = {
-        "user": config.user,
+        "user": config.user or ADMIN,
         "app": config.app,
         "model": config.id,
         "backend": "python",
@@ -131,6 +132,6 @@ def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **op
     catalog = settings.data_dir / "model-serve.toml"
     catalog.write_text(model_catalog(folder, config), encoding="utf-8")
     base = f"http://{options['host']}:{options['port']}/v1"
-    click.echo(f"serving {config.reference} at {base} (data in {settings.data_dir})")
+    click.echo(f"serving {config.owned_by(ADMIN)} at {base} (data in {settings.data_dir})")
     sys.stdout.flush()
     ctx.invoke(serve, data_dir=settings.data_dir, config=catalog, **options)

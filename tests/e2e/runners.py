@@ -108,6 +108,8 @@ class Runner:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    serving: str = ""
+    """What the runner printed once attached: ``serving {reference} version {id}``."""
     stderr: str = ""
 
     def start(self, *, wait: bool = True, timeout: float = 60) -> Runner:
@@ -126,7 +128,7 @@ class Runner:
         if wait:
             line = self.lines.get(timeout=timeout)
             assert line.startswith("serving "), line
-            self.version = line.split()[-1]
+            self.serving, self.version = line, line.split()[-1]
         return self
 
     def _read(self) -> None:

@@ -213,6 +213,21 @@ def test_refusals(server: Server, folders: Path, alice_runner: str) -> None:
     assert "cannot take over its name" in runner.stderr
 
 
+def test_a_folder_without_an_owner_serves_under_the_tokens_user(
+    server: Server, client: openai.OpenAI, folders: Path
+) -> None:
+    folder = folders / "unowned"
+    write_echo_model(folder, user=None, app="own", model_id="mine")  # `portway model init`
+    runner = Runner(folder, server, server.token("carol", "runner")).start()
+    try:
+        assert runner.serving == f"serving carol/own/models/mine version {runner.version}"
+        reply = client.chat.completions.create(model="carol/own/models/mine", messages=HI)
+        assert reply.model == "carol/own/models/mine"
+        assert reply.choices[0].message.content == "hello there runner"
+    finally:
+        runner.stop()
+
+
 def test_two_runners_share_load(server: Server, folders: Path, alice_runner: str) -> None:
     folder = model_folder(folders, SLOW_MODEL, model="shared", concurrency=2)
     env = {"SLOW_WORDS": "3", "SLOW_DELAY": "0.2"}

@@ -182,3 +182,9 @@ async def test_runner_models_of_an_earlier_run_get_503_until_a_runner_attaches()
     assert "alice/demo/models/echo" not in [entry.name for entry in restarted.registry.entries()]
     _, entry = await restarted.attach(who("alice"), hello())
     assert restarted.registry.resolve("alice/demo/models/echo", who("bob")) is entry
+
+
+async def test_a_model_without_an_owner_is_the_runner_tokens_users(hub: RunnerHub) -> None:
+    _, entry = await hub.attach(who("carol"), hello("demo/models/mine"))
+    assert entry.name == "carol/demo/models/mine"
+    assert hub.registry.resolve("carol/demo/models/mine", who("bob")) is entry

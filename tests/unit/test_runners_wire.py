@@ -92,6 +92,10 @@ def test_hello() -> None:
         parse_runner_frame(hello(version="v1"))
     with pytest.raises(FrameError, match="reference"):
         parse_runner_frame(hello(reference="alice/../models/x"))
+    with pytest.raises(FrameError, match="reference"):
+        parse_runner_frame(hello(reference="demo/echo"))
+    owned_by_token = parse_runner_frame(hello(reference="demo/models/echo"))
+    assert isinstance(owned_by_token, Hello)
     with pytest.raises(FrameError, match="kind"):
         parse_runner_frame(hello(kind="audio"))
 

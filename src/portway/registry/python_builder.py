@@ -23,7 +23,7 @@ def build_python(spec: PythonSpec, data_dir: Path) -> tuple[ModelBackend, str]:
             f"{spec.reference}: importing {spec.path / 'model.py'} failed: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    if loaded.reference != spec.reference:
+    if loaded.config.owned_by(spec.user) != spec.reference:
         raise CatalogError(
             f"{spec.reference}: the folder {spec.path} declares the model "
             f"{loaded.reference} (portway-model.toml); the catalogue entry must match it"

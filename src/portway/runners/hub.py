@@ -34,6 +34,9 @@ class RunnerHub:
         catalogue model of another backend, or the version was described otherwise).
         """
         info = hello.model
+        if info.reference.count("/") == 2:  # no owner named: the token's user
+            reference = f"{principal.user.name}/{info.reference}"
+            info = info.model_copy(update={"reference": reference})
         ref = refs.parse(info.reference).ref
         if principal.user.name != ref.user and not principal.is_admin:
             raise PermissionDenied(

@@ -185,12 +185,13 @@ def _check_delta(delta: Delta) -> None:
 
 
 def _check_reference(reference: str) -> None:
+    """``{user}/{app}/models/{model}``, or ``{app}/models/{model}`` (the token's user's)."""
     parts = reference.split("/")
-    valid = len(parts) == 4 and parts[2] == "models"
+    valid = len(parts) in (3, 4) and parts[-2] == "models"
     if not valid or not all(SEGMENT.fullmatch(part) and ".." not in part for part in parts):
         raise FrameError(
             f"invalid frame: model.reference '{reference[:200]}' is not "
-            "'{user}/{app}/models/{model}'"
+            "'{user}/{app}/models/{model}' or '{app}/models/{model}'"
         )
 
 

@@ -44,7 +44,8 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    user: str = Name
+    user: str | None = Field(default=None, pattern=f"^{SEGMENT.pattern}$")
+    """The owner; None: whoever serves it (a runner's token's user)."""
     app: str = Name
     id: str = Name
     kind: Literal["chat", "embedding", "image"] = "chat"
@@ -60,7 +61,13 @@ class ModelConfig(BaseModel):
 
     @property
     def reference(self) -> str:
-        return f"{self.user}/{self.app}/models/{self.id}"
+        """``{user}/{app}/models/{id}``; without a ``user``, ``{app}/models/{id}``
+        (a runner's server puts the runner token's user in front)."""
+        return self.owned_by(self.user) if self.user else f"{self.app}/models/{self.id}"
+
+    def owned_by(self, user: str) -> str:
+        """The reference, with ``user`` as the owner unless the file names one."""
+        return f"{self.user or user}/{self.app}/models/{self.id}"
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

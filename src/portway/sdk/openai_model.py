@@ -145,7 +145,7 @@ class OpenAIModelClass(ModelClass):
             from portway.registry.catalog import OpenAISpec
 
             spec = OpenAISpec(
-                user=self.config.user,
+                user=self.config.user or "local",  # a name for logs only
                 app=self.config.app,
                 model=self.config.id,
                 backend="openai",

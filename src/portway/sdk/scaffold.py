@@ -57,7 +57,7 @@ def _arguments(function: dict[str, Any], text: str) -> dict[str, Any]:
 '''
 
 CONFIG_TOML = """[model]
-user = "{user}"
+{user_line}
 app = "{app}"
 id = "{id}"
 kind = "chat"
@@ -70,12 +70,15 @@ requirements = []
 """
 
 
-def write_echo_model(folder: Path, *, user: str, app: str, model_id: str) -> list[Path]:
-    """Write the echo model into ``folder`` (created); refuse to overwrite files."""
-    files = {
-        folder / "model.py": MODEL_PY,
-        folder / "portway-model.toml": CONFIG_TOML.format(user=user, app=app, id=model_id),
-    }
+NO_OWNER = '# user = "alice"        # the owner; default: the runner token\'s user'
+
+
+def write_echo_model(folder: Path, *, user: str | None, app: str, model_id: str) -> list[Path]:
+    """Write the echo model into ``folder`` (created); refuse to overwrite files.
+    Without ``user`` the model belongs to whoever serves it (a runner token's user)."""
+    user_line = f'user = "{user}"' if user else NO_OWNER
+    config = CONFIG_TOML.format(user_line=user_line, app=app, id=model_id)
+    files = {folder / "model.py": MODEL_PY, folder / "portway-model.toml": config}
     existing = [str(path) for path in files if path.exists()]
     if existing:
         raise FileExistsError(f"not overwriting {', '.join(existing)}")
