@@ -27,6 +27,30 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+def message_dict(message: Message) -> dict[str, Any]:
+    """A message in OpenAI's shape, as chat templates expect it.
+
+    Optional keys (``name``, ``tool_call_id``, ``tool_calls``) are present only when
+    set, so ``is defined`` tests in templates behave as with OpenAI-style input.
+    ``tool_calls[].function.arguments`` is the JSON string, as in OpenAI's API.
+    """
+    result: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        result["name"] = message.name
+    if message.tool_call_id is not None:
+        result["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        result["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    return result
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int | None = None

@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from portway.backends.base import CallPiece, Delta, FinishReason, GenerationRequest, Message
+from portway.backends.base import (
+    CallPiece,
+    Delta,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    message_dict,
+)
 from portway.backends.textstream import StopMatcher
 from portway.errors import ModelFailed
 from portway.sdk.types import GenerateParams, Reasoning, Text, ToolCall, ToolCallDelta, Usage
@@ -16,24 +23,7 @@ from portway.sdk.types import GenerateParams, Reasoning, Text, ToolCall, ToolCal
 
 def to_dicts(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """OpenAI-shaped plain dicts."""
-    found = []
-    for message in messages:
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
-        if message.name is not None:
-            item["name"] = message.name
-        if message.tool_call_id is not None:
-            item["tool_call_id"] = message.tool_call_id
-        if message.tool_calls:
-            item["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in message.tool_calls
-            ]
-        found.append(item)
-    return found
+    return [message_dict(message) for message in messages]
 
 
 def request_params(request: GenerationRequest) -> GenerateParams:

@@ -4,8 +4,11 @@ change to code or configuration makes a new version."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+
+CHUNK = 1 << 20
 
 
 def _skipped(relative: Path) -> bool:
@@ -25,12 +28,15 @@ def model_files(folder: Path) -> Iterator[Path]:
 
 
 def folder_digest(folder: Path) -> str:
-    """The hex sha256 over each file's relative path (POSIX) and contents."""
+    """The hex sha256 over each file's relative path (POSIX) and contents, each
+    preceded by its length; files are streamed (a folder may hold weights)."""
     digest = hashlib.sha256()
     for path in model_files(folder):
         name = path.relative_to(folder).as_posix().encode("utf-8")
-        data = path.read_bytes()
-        for part in (name, data):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
+        digest.update(len(name).to_bytes(8, "big"))
+        digest.update(name)
+        with path.open("rb") as file:
+            digest.update(os.fstat(file.fileno()).st_size.to_bytes(8, "big"))
+            while chunk := file.read(CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
