@@ -53,7 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_first_admin(store, settings, _example_model(registry))
         for entry in registry.entries():
             await entry.backend.start()
-        recorder = UsageRecorder(store, settings.usage_flush_seconds)
+        recorder = UsageRecorder(store, settings.data_dir / "ledger", settings.usage_flush_seconds)
         media_store = MediaStore.open(settings.data_dir)
         relay = await RelayService.open(registry, recorder, store, settings.data_dir, media_store)
         await recorder.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -146,16 +147,30 @@ def pat_revoke(token_id: str, **options: Any) -> None:
 
 @main.command()
 @click.option("--user", "user_name", help="Only this user's usage.")
+@click.option(
+    "--rejected", is_flag=True, help="The usage rows the database refused, set aside, instead."
+)
 @data_dir_option
 @database_option
-def usage(user_name: str | None, **options: Any) -> None:
+def usage(user_name: str | None, rejected: bool, **options: Any) -> None:
     """Requests and tokens used, by user and model."""
+    if rejected:
+        _rejected_usage(_settings(**options))
+        return
     rows = _with_store(_settings(**options), lambda store: store.usage_summary(user_name))
     click.echo("user\tmodel\trequests\tprompt_tokens\tcompletion_tokens")
     for row in rows:
         click.echo(
             f"{row.user}\t{row.model}\t{row.requests}\t{row.prompt_tokens}\t{row.completion_tokens}"
         )
+
+
+def _rejected_usage(settings: Settings) -> None:
+    rows = _with_store(settings, lambda store: store.rejected_usage())
+    click.echo("rejected_at\trequest_id\treason\trecord")
+    for row in rows:
+        record = json.dumps(row.record, ensure_ascii=True, separators=(",", ":"))
+        click.echo(f"{row.rejected_at.isoformat()}\t{row.request_id}\t{row.reason}\t{record}")
 
 
 @main.group()

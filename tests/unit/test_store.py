@@ -56,6 +56,7 @@ TABLES = {
     "responses",
     "secrets",
     "runner_models",
+    "usage_rejected",
 }
 
 

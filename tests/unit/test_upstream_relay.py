@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,13 @@ from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
 from portway.serving.relay import RelayService
-from portway.serving.relay_endpoints import CHAT, EMBEDDINGS, IMAGES, RESPONSES
+from portway.serving.relay_endpoints import (
+    CHAT,
+    EMBEDDINGS,
+    IMAGES,
+    RESPONSES,
+    RelayEndpoint,
+)
 from portway.store import UsageRecord, User
 from tests.upstreams import FakeUpstream
 
@@ -162,6 +169,32 @@ async def test_chat_stream_frames(relay: tuple[RelayService, Ledger], tmp_path: 
     assert all(chunk["choices"] for chunk in chunks)  # the usage chunk stayed with Portway
     assert {chunk["model"] for chunk in chunks} == {"up/stream/models/chat"}
     assert (ledger.rows[0].prompt_tokens, ledger.rows[0].completion_tokens) == (7, 6)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "end"),
+    [
+        (CHAT, {"messages": [{"role": "user", "content": "hi"}]}, b"data: [DONE]"),
+        (RESPONSES, {"input": "hi"}, b"event: response.completed"),
+    ],
+    ids=["chat", "responses"],
+)
+async def test_a_stream_is_on_record_before_its_end_is_sent(
+    relay: tuple[RelayService, Ledger], endpoint: RelayEndpoint, body: dict[str, Any], end: bytes
+) -> None:
+    service, ledger = relay
+    raw = _raw(**body, stream=True)
+    call = service.accept(_ctx(endpoint.name), _entry_of(service, "chat"), raw, endpoint)
+    stream = await service.stream(call)
+    rows_when_sent = []
+    try:
+        async for frame in stream.frames:
+            rows_when_sent.append((end in frame, len(ledger.rows)))
+    finally:
+        await aclose(stream.frames)
+    assert (True, 1) in rows_when_sent
+    assert len(ledger.rows) == 1
+    assert ledger.rows[0].status == "completed"
 
 
 def _hosted(name: str, kind: str, fallbacks: list[str]) -> ModelEntry:

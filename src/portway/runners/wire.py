@@ -21,6 +21,8 @@ from portway.registry.refs import SEGMENT, VERSION_ID
 
 MAX_CONCURRENCY = 1024
 MAX_ID = 64
+MAX_TOKEN_COUNT = 1 << 32
+"""The largest token count a frame may carry (a delta's, a prompt's, a text's)."""
 
 
 class FrameError(ValueError):
@@ -144,7 +146,7 @@ class ResultFrame(BaseModel):
     type: Literal["result"]
     id: CallId
     vectors: list[list[float]] | None = None
-    counts: list[Annotated[int, Field(ge=0)]] | None = None
+    counts: list[Annotated[int, Field(ge=0, le=MAX_TOKEN_COUNT)]] | None = None
     images: list[ImageResult] | None = None
 
 
@@ -178,8 +180,10 @@ def parse_runner_frame(text: str | bytes) -> RunnerFrame:
 
 def _check_delta(delta: Delta) -> None:
     counts = [delta.tokens, *(() if delta.prompt_tokens is None else (delta.prompt_tokens,))]
-    if any(count < 0 for count in counts):
-        raise FrameError("invalid frame: delta token counts must not be negative")
+    if any(count < 0 or count > MAX_TOKEN_COUNT for count in counts):
+        raise FrameError(
+            f"invalid frame: delta token counts must not be negative or above {MAX_TOKEN_COUNT}"
+        )
     if any(piece.index < 0 or piece.index > 1024 for piece in delta.calls):
         raise FrameError("invalid frame: delta.calls index must be between 0 and 1024")
 

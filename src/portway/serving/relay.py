@@ -326,31 +326,47 @@ class RelayService:
         return b"".join(out)
 
     async def _frames(self, call: RelayCall, opened: _Opened) -> AsyncIterator[bytes]:
+        """The stream's frames. Its ledger row is recorded before the frames that
+        end it are handed on: a client that got the whole stream is on record."""
         state, exchange = opened.state, opened.exchange
         status: tuple[str, str | None] = ("cancelled", None)
         outcome = Outcome.NEUTRAL
+        recorded = False
         try:
-            yield opened.head
+            frames = opened.head
             while not state.finished:
+                if frames:
+                    yield frames
                 piece = await exchange.next_piece(opened.deadline)
                 if piece is None:
-                    if opened.splitter.pending:
-                        yield self._relay(call, opened, b"\n\n")
+                    frames = self._relay(call, opened, b"\n\n") if opened.splitter.pending else b""
+                    if frames and not state.finished:
+                        yield frames
+                        frames = b""
                     break
-                if frames := self._relay(call, opened, piece):
-                    yield frames
-            yield call.endpoint.stream_end(state)
+                frames = self._relay(call, opened, piece)
+            frames += call.endpoint.stream_end(state)
             status, outcome = ("completed", None), Outcome.OK
+            recorded = self._record_stream(call, opened, status)
+            yield frames
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 status, outcome = _status(exc), Outcome.FAILED
             raise
         finally:
-            estimate = (call.endpoint.estimate(call.body, None)[0], state.estimated)
-            _meter(call.meter, opened.entry, state.usage or estimate)
-            self.recorder.record(call.meter.to_record(*status))
-            _log_tokens(call)
+            if not recorded:
+                self._record_stream(call, opened, status)
             await exchange.finish(outcome)
+
+    def _record_stream(
+        self, call: RelayCall, opened: _Opened, status: tuple[str, str | None]
+    ) -> bool:
+        """Write the stream's ledger row (estimated where the upstream gave no usage)."""
+        estimate = (call.endpoint.estimate(call.body, None)[0], opened.state.estimated)
+        _meter(call.meter, opened.entry, opened.state.usage or estimate)
+        self.recorder.record(call.meter.to_record(*status))
+        _log_tokens(call)
+        return True
 
     # ---------------------------------------------------------------- attempts
 

@@ -7,19 +7,29 @@ dataclass from :mod:`portway.store.records`.
 from portway.store.db import Store
 from portway.store.records import (
     ANONYMOUS_USER,
+    MAX_END_USER,
+    MAX_TEXT,
+    MAX_TOKENS,
     USAGE_STATUSES,
+    RejectedUsage,
     TokenInfo,
     UsageRecord,
     UsageSummary,
     User,
+    printable,
 )
 
 __all__ = [
     "ANONYMOUS_USER",
+    "MAX_END_USER",
+    "MAX_TEXT",
+    "MAX_TOKENS",
     "USAGE_STATUSES",
+    "RejectedUsage",
     "Store",
     "TokenInfo",
     "UsageRecord",
     "UsageSummary",
     "User",
+    "printable",
 ]

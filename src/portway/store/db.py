@@ -11,6 +11,7 @@ on SQLite), so several servers can start at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sqlite3
 import time
@@ -48,6 +49,7 @@ from portway.store.records import (
     RESPONSE_STATUSES,
     USAGE_STATUSES,
     ItemPage,
+    RejectedUsage,
     RunnerModel,
     SecretInfo,
     StoredResponse,
@@ -55,6 +57,7 @@ from portway.store.records import (
     UsageRecord,
     UsageSummary,
     User,
+    printable,
 )
 from portway.store.tables import (
     api_tokens,
@@ -63,6 +66,7 @@ from portway.store.tables import (
     runner_models,
     stored_secrets,
     usage_records,
+    usage_rejected,
     users,
 )
 
@@ -243,6 +247,14 @@ def _usage_row(record: UsageRecord) -> dict[str, Any]:
     _require_aware(record.started_at, f"started_at of usage record {record.request_id!r}")
     _require_aware(record.ended_at, f"ended_at of usage record {record.request_id!r}")
     return {name: getattr(record, name) for name in _USAGE_FIELDS}
+
+
+def _usage_json(record: UsageRecord) -> dict[str, Any]:
+    """``record`` as JSON-ready values (datetimes as ISO 8601 text)."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in asdict(record).items()
+    }
 
 
 _RESPONSE_FIELDS = tuple(StoredResponse.__dataclass_fields__)
@@ -492,7 +504,8 @@ class Store:
     # -- usage
 
     async def record_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Insert ``records`` in one transaction (all or nothing).
+        """Insert ``records`` in one transaction (all or nothing); a record whose
+        ``entry_id`` is already stored is skipped (a replay stores nothing twice).
 
         ``user_id`` and ``token_id`` may be None. Raises ``ValueError`` (and
         writes nothing) if a status is not one of
@@ -502,11 +515,50 @@ class Store:
         rows = [_usage_row(record) for record in records]
         if not rows:
             return
+        maker = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = maker(usage_records).on_conflict_do_nothing(index_elements=["entry_id"])
         try:
             async with self._write() as conn:
-                await conn.execute(insert(usage_records), rows)
+                await conn.execute(stmt, rows)
         except IntegrityError as exc:
             raise ValueError("usage records name an unknown user or token") from exc
+
+    async def set_aside_usage(self, record: UsageRecord, reason: str) -> None:
+        """Keep ``record``, which the database refused, where an admin can see it
+        (:meth:`rejected_usage`): as JSON text (non-ASCII escaped), with ``reason``."""
+        values = {
+            "request_id": printable(record.request_id)[:200],
+            "record": json.dumps(_usage_json(record), ensure_ascii=True),
+            "reason": printable(reason)[:2000],
+            "rejected_at": _now(),
+        }
+        async with self._write() as conn:
+            await conn.execute(insert(usage_rejected).values(values))
+
+    async def rejected_usage(self) -> list[RejectedUsage]:
+        """Every usage record set aside, oldest first."""
+        stmt = select(usage_rejected).order_by(usage_rejected.c.id)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            RejectedUsage(
+                id=row.id,
+                request_id=row.request_id,
+                record=json.loads(row.record),
+                reason=row.reason,
+                rejected_at=row.rejected_at,
+            )
+            for row in rows
+        ]
+
+    async def ping(self) -> bool:
+        """Whether the database answers a trivial query now."""
+        try:
+            async with self._read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     async def usage_summary(self, user_name: str | None = None) -> list[UsageSummary]:
         """Totals per (user name, model), sorted by user then model.

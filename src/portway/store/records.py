@@ -16,6 +16,22 @@ USAGE_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
 ANONYMOUS_USER = "(anonymous)"
 """The :attr:`UsageSummary.user` label for usage recorded without a user."""
 
+MAX_TOKENS = 2**40
+"""The most tokens one usage record counts (prompt or completion): far beyond any
+real request, and low enough that sums over millions of rows fit in 64 bits."""
+
+MAX_TEXT = 200
+"""The longest ``request_id``, ``endpoint``, ``model``, ``version_id`` and
+``error_code`` a usage record keeps (characters)."""
+
+MAX_END_USER = 256
+"""The longest ``end_user`` a usage record keeps: what the API accepts in ``user``."""
+
+
+def printable(value: str) -> str:
+    """``value`` as every database stores it: NUL as U+FFFD, lone surrogates as ``?``."""
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
 
 @dataclass(frozen=True)
 class User:
@@ -60,6 +76,21 @@ class UsageRecord:
     latency_ms: int
     started_at: datetime
     ended_at: datetime
+    entry_id: str | None = None
+    """A unique id given when the row is queued: a row written twice (replayed
+    after a crash) is stored once. None for rows from before it existed."""
+
+
+@dataclass(frozen=True)
+class RejectedUsage:
+    """A usage record the database refused, set aside for an admin to see."""
+
+    id: int
+    request_id: str
+    record: dict[str, Any]
+    """The record's fields as JSON (datetimes as ISO 8601 text)."""
+    reason: str
+    rejected_at: datetime
 
 
 @dataclass(frozen=True)

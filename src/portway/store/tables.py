@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
@@ -111,17 +112,29 @@ usage_records = Table(
     Column("endpoint", String(200), nullable=False),
     Column("model", String(200), nullable=False),
     Column("version_id", String(200), nullable=True),
-    Column("prompt_tokens", Integer, nullable=False),
-    Column("completion_tokens", Integer, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("error_code", String(200), nullable=True),
-    Column("end_user", String(200), nullable=True),
+    Column("end_user", String(256), nullable=True),
     Column("latency_ms", Integer, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("ended_at", UTCDateTime(), nullable=False),
+    Column("entry_id", String(32), nullable=True),
     CheckConstraint("status IN ('completed', 'failed', 'cancelled')", name="status"),
     Index(None, "user_id", "started_at"),
     Index(None, "started_at"),
+    Index(None, "entry_id", unique=True),
+)
+
+usage_rejected = Table(
+    "usage_rejected",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", String(200), nullable=False),
+    Column("record", Text(), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Column("rejected_at", UTCDateTime(), nullable=False),
 )
 
 responses = Table(
