@@ -15,12 +15,19 @@ fallbacks = ["openai/chat-completion/models/gpt-4.1"]
 
 An image model (``kind = "image"``) may set ``rehost_images = true``: its ``url``
 results are then fetched and served from Portway's own signed, expiring links
-(``url_ttl`` seconds, 3600 by default) instead of the provider's.
+(``url_ttl`` seconds, 3600 by default) instead of the provider's. Only public
+addresses are fetched from, unless ``rehost_allowed_networks`` lists more (say
+``["10.1.2.0/24"]`` for an upstream whose storage is on the private network).
+
+``max_event_bytes`` bounds one event of the upstream's streams (16 MiB by default).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+"""The largest event read from an upstream's stream (base64 images are big)."""
 
 
 class UpstreamTimeouts(BaseModel):
