@@ -34,10 +34,11 @@ def _entry(model: str, kind: str, upstream: str, base: str, extra: str = "") -> 
 
 
 def _catalog(base: str) -> str:
-    rehost = "rehost_images = true\nurl_ttl = 60\n"
+    rehost = 'rehost_images = true\nurl_ttl = 60\nrehost_allowed_networks = ["127.0.0.0/8"]\n'
     text = "default_model = false\ndefault_embedding_model = false\n\n"
     text += _entry("pass", "image", "picture", base)
     text += _entry("rehost", "image", "picture", base, rehost)
+    text += _entry("rehost-public-only", "image", "picture", base, "rehost_images = true\n")
     text += _entry("embed", "embedding", "embed-up", base)
     text += "".join(_entry(fault, "image", fault, base, rehost) for fault in FAULTS)
     text += _entry("stream-break", "image", "picture-stream-break", base)
@@ -145,6 +146,27 @@ def test_an_image_that_cannot_be_fetched_is_a_502(
     assert [(row.status, row.error_code) for row in rows] == [("failed", "upstream_error")]
     assert rows[0].model == _model(fault)
     assert rows[0].endpoint == "images.generations"
+
+
+def test_rehost_refuses_a_loopback_image_url_without_the_catalogue_allowing_it(
+    portway: Server, upstream: FakeUpstream
+) -> None:
+    before = _fetches(upstream)
+    user = "painter-public-only"
+    client = openai.OpenAI(
+        base_url=portway.base_url + "/v1", api_key=portway.token(user), max_retries=0, timeout=30
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.images.generate(model=_model("rehost-public-only"), prompt="a lighthouse")
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert caught.value.message.endswith(  # Portway's words only: no status, no exception
+        "502 - An image of 'up/media/models/rehost-public-only' "
+        "could not be fetched from its upstream."
+    )
+    assert _fetches(upstream) == before  # Portway never connected to it
+    rows = wait_for_rows(portway, user, 1)
+    assert [(row.status, row.error_code) for row in rows] == [("failed", "upstream_error")]
 
 
 def test_upstream_embeddings_pass_through_with_the_model_renamed(

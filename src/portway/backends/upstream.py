@@ -240,7 +240,9 @@ class UpstreamBackend(RelayBackend):
         self.retry = RetryPolicy.of(spec.retries)
         self.fallbacks = spec.fallbacks
         self.rehost_images = spec.rehost_images
+        self.rehost_networks = spec.rehost_allowed_networks
         self.url_ttl = spec.url_ttl
+        self.max_event_bytes = spec.max_event_bytes
         self.key_env = spec.api_key_env
         self.key_secret = spec.api_key_secret
         self.pool = EndpointPool(

@@ -44,10 +44,22 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    model_validator,
+)
 
 from portway.registry.refs import SEGMENT
-from portway.registry.upstream_spec import UpstreamRetries, UpstreamTimeouts, clean_base_url
+from portway.registry.upstream_spec import (
+    MAX_EVENT_BYTES,
+    UpstreamRetries,
+    UpstreamTimeouts,
+    clean_base_url,
+)
 
 DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
 DEFAULT_EMBEDDING = ("sentence-transformers", "embed", "all-MiniLM-L6-v2")
@@ -154,11 +166,18 @@ class OpenAISpec(BaseSpec):
     answer with Portway's own signed links (see ``portway.serving.rehost``)."""
     url_ttl: int = Field(default=3600, ge=1)
     """Seconds a re-hosted image's link stays reachable."""
+    rehost_allowed_networks: tuple[IPvAnyNetwork, ...] = ()
+    """Networks re-hosted images may be fetched from besides public addresses
+    (loopback, private, link-local... are refused unless listed here)."""
+    max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=1024, le=1024**3)
+    """The largest event of the upstream's streams; a longer one is a 502."""
 
     @model_validator(mode="after")
     def _check_upstream(self) -> OpenAISpec:
         if self.rehost_images and self.kind != "image":
             raise ValueError("'rehost_images' applies only to models of kind 'image'")
+        if self.rehost_allowed_networks and not self.rehost_images:
+            raise ValueError("'rehost_allowed_networks' needs 'rehost_images = true'")
         if (self.base_url is None) == (not self.endpoints):
             raise ValueError("give either 'base_url' or 'endpoints' (a list of base URLs)")
         if self.api_key_env and self.api_key_secret:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import httpx
 from pydantic_core import from_json
 
 from portway.backends.base import RelayBackend
@@ -40,6 +39,7 @@ from portway.backends.upstream_pool import Outcome
 from portway.errors import PortwayError
 from portway.registry.catalog import CatalogError
 from portway.registry.models import ModelEntry, Registry
+from portway.serving.address_guard import AddressPolicy
 from portway.serving.context import RequestContext
 from portway.serving.media import MediaStore
 from portway.serving.metering import Recorder
@@ -141,11 +141,7 @@ class RelayService:
         self.registry = registry
         self.recorder = recorder
         self.session = session
-        self._fetcher: httpx.AsyncClient | None = None
-        self.rehoster: Rehoster | None = None
-        if media is not None:
-            self._fetcher = httpx.AsyncClient(timeout=None)
-            self.rehoster = Rehoster(media, self._fetcher)
+        self.rehoster = Rehoster(media) if media is not None else None
         self._by_name = _names(registry)
 
     @classmethod
@@ -160,7 +156,6 @@ class RelayService:
         """The relay and its HTTP session (shared by every upstream model, each of
         which gets it and its API key). CatalogError if a fallback is not an
         upstream model of the same kind."""
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per image fetch
         service = cls(registry, recorder, open_session(), media)
         try:
             for entry in registry.entries():
@@ -181,8 +176,8 @@ class RelayService:
 
     async def close(self) -> None:
         await self.session.close()
-        if self._fetcher is not None:
-            await self._fetcher.aclose()
+        if self.rehoster is not None:
+            await self.rehoster.close()
 
     def _check_fallbacks(self, entry: ModelEntry) -> None:
         """Each fallback is a hosted (``openai``) or local model of the same kind."""
@@ -265,7 +260,12 @@ class RelayService:
             raise RuntimeError("the relay has no media store to re-host images in")
         backend = _upstream(entry)
         return await self.rehoster.rehost(
-            reply, model=entry.name, base_url=call.base_url, ttl=backend.url_ttl, until=deadline
+            reply,
+            model=entry.name,
+            base_url=call.base_url,
+            ttl=backend.url_ttl,
+            until=deadline,
+            policy=AddressPolicy(backend.rehost_networks),
         )
 
     # ------------------------------------------------------------------ stream
@@ -292,7 +292,7 @@ class RelayService:
         body = call.endpoint.upstream_body(call.body, backend.upstream_model)
         first = min(deadline, _now() + backend.timeouts.first_byte)
         exchange = await backend.open(call.endpoint.path, body, stream=True, until=first)
-        opened = _Opened(entry, exchange, deadline, state)
+        opened = _Opened(entry, exchange, deadline, state, EventSplitter(backend.max_event_bytes))
         outcome = Outcome.FAILED
         try:
             if "text/event-stream" not in exchange.content_type:
