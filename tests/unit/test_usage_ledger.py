@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy.exc import OperationalError
 
+from portway.cli import main
 from portway.serving.usage import UsageRecorder
 from portway.store import MAX_TOKENS, Store, UsageRecord
 from tests.unit import test_store
@@ -199,3 +201,24 @@ async def test_a_replayed_row_already_in_the_database_is_not_written_twice(
     await store.record_usage([record])  # the same entry again, as a replay would
     await first.stop()
     assert [row.request_id for row in await store.list_usage()] == ["once"]
+
+
+def test_portway_usage_rejected_lists_the_rows_set_aside(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'portway.db'}"
+
+    async def set_aside() -> None:
+        opened = await Store.open(url)
+        try:
+            await opened.set_aside_usage(usage("ghost", user_id=987654), "IntegrityError: no user")
+        finally:
+            await opened.close()
+
+    asyncio.run(set_aside())
+    result = CliRunner().invoke(
+        main, ["usage", "--rejected", "--data-dir", str(tmp_path), "--database-url", url]
+    )
+    assert result.exit_code == 0, result.output
+    header, line = result.output.strip().splitlines()
+    assert header.split("\t") == ["rejected_at", "request_id", "reason", "record"]
+    assert line.split("\t")[1:3] == ["ghost", "IntegrityError: no user"]
+    assert '"user_id":987654' in line

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,16 @@ from portway.store import UsageRecord
 log = logging.getLogger("portway.usage")
 
 _DATETIMES = ("started_at", "ended_at")
+_FIELDS = tuple(UsageRecord.__dataclass_fields__)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode(record: UsageRecord) -> bytes:
     """``record`` as one journal line."""
-    row: dict[str, Any] = asdict(record)
+    row: dict[str, Any] = {name: getattr(record, name) for name in _FIELDS}
     for name in _DATETIMES:
         row[name] = row[name].isoformat()
-    return json.dumps(row, separators=(",", ":")).encode("utf-8") + b"\n"
+    return _ENCODER.encode(row).encode("utf-8") + b"\n"
 
 
 def decode(line: bytes) -> UsageRecord:

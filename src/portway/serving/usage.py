@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +68,7 @@ def bounded(record: UsageRecord) -> UsageRecord:
         prompt_tokens=prompt,
         completion_tokens=completion,
         latency_ms=min(max(int(record.latency_ms), 0), MAX_LATENCY_MS),
-        entry_id=record.entry_id or uuid.uuid4().hex,
+        entry_id=record.entry_id or os.urandom(16).hex(),
     )
 
 
@@ -77,6 +77,8 @@ def _tokens(value: int) -> int:
 
 
 def _text(value: str, limit: int) -> str:
+    if len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value  # the common case, without copying
     return printable(value)[:limit]
 
 
