@@ -67,6 +67,7 @@ from portway.backends.base import (
     ToolSpec,
     TopLogprob,
 )
+from portway.backends.control_text import ControlTexts, ControlToken
 from portway.backends.templates import ChatTemplate, template_for
 from portway.backends.textstream import StopMatcher, Utf8StreamDecoder
 from portway.constrain.llamacpp import llama_tokenizer
@@ -91,6 +92,10 @@ _SEED_MODULUS = 0xFFFFFFFF
 
 VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
 """Control tokens written out as text (see the module's docstring)."""
+
+_PARSED_ONLY_AS_SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+_LSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP
+_RSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP
 
 
 @dataclass
@@ -302,6 +307,7 @@ class LlamaCppBackend(ChatBackend):
         self._stop_token_ids: frozenset[int] = frozenset()
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
         self._marker_ids: frozenset[int] = frozenset()
+        self._controls = ControlTexts()
         self._grammars: GrammarCompiler | None = None
         self._grammars_lock = threading.Lock()
 
@@ -315,6 +321,7 @@ class LlamaCppBackend(ChatBackend):
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = int(llama.n_vocab())
         self._marker_ids = frozenset(self._single_token_ids(VISIBLE_MARKERS))
+        self._controls = ControlTexts(self._control_tokens())
         metadata: dict[str, str] = dict(llama.metadata)
         self._bos_text = self._special_text(int(llama.token_bos()))
         self._template = template_for(
@@ -386,11 +393,19 @@ class LlamaCppBackend(ChatBackend):
     def _tokenize_prompt(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
     ) -> list[int]:
-        """The prompt's tokens. BOS is added unless the template already wrote it."""
-        prompt = self._loaded_template().render(messages, tools)
+        """The prompt's tokens. BOS is added unless the template already wrote it.
+
+        Only the template's markup becomes control tokens: a control token's text in
+        what the client wrote is tokenised as plain text (see ``control_text``).
+        """
+        masked = self._controls.mask(messages, tools)
+        prompt = self._loaded_template().render(masked.messages, masked.tools)
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
-        tokens: list[int] = self._loaded().tokenize(prompt.encode(), add_bos=add_bos, special=True)
-        return tokens
+        llama = self._loaded()
+        if not masked.originals:  # nothing to keep apart: llama.cpp cuts the same way
+            return [int(t) for t in llama.tokenize(prompt.encode(), add_bos=add_bos, special=True)]
+        head = [int(t) for t in llama.tokenize(b"", add_bos=add_bos, special=False)]
+        return head + self._controls.tokenize(prompt, masked.originals, self.tokenize)
 
     def _piece(self, token: int, *, special: bool) -> bytes:
         """The bytes of one token (``special``: control tokens as their text, else empty;
@@ -415,6 +430,18 @@ class LlamaCppBackend(ChatBackend):
         if token < 0:
             return ""
         return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    def _control_tokens(self) -> Iterator[tuple[str, ControlToken]]:
+        """The tokens llama.cpp parses from text only when asked to (control and
+        unknown tokens), by their text, with their whitespace stripping."""
+        for token in range(self._n_vocab):
+            attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, token))
+            if attr & _PARSED_ONLY_AS_SPECIAL:
+                text = llama_cpp.llama_vocab_get_text(self._vocab, token)
+                yield (
+                    text.decode("utf-8", errors="replace"),
+                    ControlToken(token, bool(attr & _LSTRIP), bool(attr & _RSTRIP)),
+                )
 
     def _single_token_ids(self, texts: Iterable[str]) -> Iterator[int]:
         """Ids of the texts that are one token each (such as ``<end_of_turn>``)."""
