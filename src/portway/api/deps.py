@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from portway.api.standard_json import holds_non_finite, non_finite_error
 from portway.auth.principal import Authenticator, Principal
 from portway.errors import InvalidRequest
 from portway.registry.models import Registry
@@ -58,19 +59,27 @@ async def context(request: Request, endpoint: str) -> RequestContext:
 
 _FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
 ROLE_TAGS = frozenset({"system", "developer", "user", "assistant", "tool"})
+FIELD_TAGS = {"response_format": frozenset({"text", "json_object", "json_schema"})}
+"""Fields holding a union tagged by ``type``: pydantic names the tag after the field."""
+
+
+def _is_tag(loc: tuple[int | str, ...], index: int) -> bool:
+    """Whether ``loc[index]`` is the tag of a discriminated union: a message's role
+    after its index, or a ``FIELD_TAGS`` tag after its field."""
+    before = loc[index - 1] if index else None
+    if isinstance(before, int):
+        return loc[index] in ROLE_TAGS
+    return isinstance(before, str) and loc[index] in FIELD_TAGS.get(before, ())
 
 
 def _parts(loc: tuple[int | str, ...]) -> list[int | str]:
     """A pydantic location without the union branch names pydantic adds to it
-    (``str``, ``list[...]``, ``item:message``, or a message's role after its index)."""
+    (``str``, ``list[...]``, ``item:message``, tags: see ``_is_tag``)."""
     parts: list[int | str] = []
-    for part in loc:
-        if isinstance(part, int):
+    for index, part in enumerate(loc):
+        named = isinstance(part, str) and _FIELD.match(part) and part != "str"
+        if isinstance(part, int) or (named and not _is_tag(loc, index)):
             parts.append(part)
-        elif _FIELD.match(part) and part != "str":
-            after_index = bool(parts) and isinstance(parts[-1], int)
-            if not (after_index and part in ROLE_TAGS):
-                parts.append(part)
     return parts
 
 
@@ -102,8 +111,14 @@ def invalid_request(exc: ValidationError) -> InvalidRequest:
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
+    """The body as ``model``: standard JSON (no NaN or Infinity) that validates.
+    Where a field's own validation refuses a non-finite number, the 400 names it."""
     body = await request.body()
+    non_finite = holds_non_finite(body)
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise invalid_request(exc) from exc
+    if non_finite:
+        raise non_finite_error()
+    return parsed

@@ -29,13 +29,12 @@ from portway.constrain.errors import SchemaError
 from portway.constrain.reasoning import allow_reasoning
 from portway.constrain.schema import (
     JSON_FORMAT,
-    MAX_SCHEMA_BYTES,
-    MAX_SCHEMA_DEPTH,
     json_object_grammar,
     json_schema_grammar,
     parser_limits,
 )
-from portway.constrain.tools import MAX_TOOLS_BYTES, tool_call_grammar
+from portway.constrain.tools import tool_call_grammar
+from portway.protocol.bounds import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_TOOLS_BYTES
 
 __all__ = [
     "JSON_FORMAT",

@@ -24,12 +24,7 @@ import jsonschema
 
 from portway.backends.base import Grammar
 from portway.constrain.errors import SchemaError
-
-MAX_SCHEMA_BYTES = 64 * 1024
-"""Largest schema accepted, as compact JSON in UTF-8."""
-
-MAX_SCHEMA_DEPTH = 32
-"""Deepest nesting of JSON objects and arrays accepted in a schema."""
+from portway.protocol.bounds import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, depth
 
 JSON_FORMAT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 """How generated JSON is laid out: ``{"a": 1, "b": [1, 2]}``, one space after
@@ -81,7 +76,7 @@ def json_object_grammar() -> Grammar:
 
 def canonical_json(value: Any, *, param: str) -> str:
     """``value`` as compact JSON (key order kept), within the size and depth bounds."""
-    if _depth(value) > MAX_SCHEMA_DEPTH:
+    if depth(value, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
         raise SchemaError(
             f"The schema in '{param}' is nested more than {MAX_SCHEMA_DEPTH} levels deep.",
             param=param,
@@ -98,21 +93,6 @@ def canonical_json(value: Any, *, param: str) -> str:
     return text
 
 
-def _depth(value: Any) -> int:
-    """How deeply objects and arrays nest in ``value`` (without recursion)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level > MAX_SCHEMA_DEPTH:
-                break
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _checked_schema_grammar(schema_json: str, param: str) -> Grammar:
     schema = json.loads(schema_json)
@@ -125,20 +105,35 @@ def _checked_schema_grammar(schema_json: str, param: str) -> Grammar:
 def clear_cache() -> None:
     """Forgets every checked schema (for benchmarks measuring cold compilation)."""
     _checked_schema_grammar.cache_clear()
+    _meta_schema_problem.cache_clear()
 
 
 def check_json_schema(schema: Any, *, param: str) -> None:
-    """Raises ``SchemaError`` unless ``schema`` is a valid Draft 2020-12 JSON Schema."""
+    """Raises ``SchemaError`` unless ``schema`` is a valid Draft 2020-12 JSON Schema
+    within the size and depth bounds.
+
+    Meta-validation is pure Python (on a slow CPU, about a second for the
+    256 KiB of schemas the tools may hold together): call it off the event loop.
+    Its verdicts are cached by the schema's JSON text.
+    """
     if not isinstance(schema, dict):
         raise SchemaError(f"The schema in '{param}' must be a JSON object.", param=param)
+    problem = _meta_schema_problem(canonical_json(schema, param=param))
+    if problem is not None:
+        raise SchemaError(
+            f"The schema in '{param}' is not valid JSON Schema {problem}", param=param
+        )
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _meta_schema_problem(schema_json: str) -> str | None:
+    """Where and why the schema breaks the Draft 2020-12 meta-schema; None if it does not."""
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator.check_schema(json.loads(schema_json))
     except jsonschema.SchemaError as exc:
         where = exc.json_path if exc.path else "its root"
-        raise SchemaError(
-            f"The schema in '{param}' is not valid JSON Schema (at {where}): {exc.message}",
-            param=param,
-        ) from exc
+        return f"(at {where}): {exc.message}"
+    return None
 
 
 def json_rule(schema: dict[str, Any]) -> str:

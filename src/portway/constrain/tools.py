@@ -23,7 +23,6 @@ from portway.backends.base import Grammar, ToolSpec
 from portway.constrain import functiongemma
 from portway.constrain.errors import SchemaError
 from portway.constrain.schema import (
-    MAX_SCHEMA_BYTES,
     canonical_json,
     check_grammar,
     check_json_schema,
@@ -31,13 +30,11 @@ from portway.constrain.schema import (
     json_schema_grammar,
     lark_literal,
 )
+from portway.protocol.bounds import MAX_TOOLS_BYTES
 from portway.toolcalls.families import HERMES_CLOSE, HERMES_OPEN, MISTRAL_ARGS, MISTRAL_CALLS
 from portway.toolcalls.functiongemma import CALL_CLOSE, CALL_OPEN
 
 ToolChoice = Literal["required", "named"]
-
-MAX_TOOLS_BYTES = 4 * MAX_SCHEMA_BYTES
-"""Largest total of the tools' parameter schemas, as compact JSON."""
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DESCRIBES_PROPERTIES = frozenset(

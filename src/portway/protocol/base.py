@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 
 
 class RequestModel(BaseModel):
-    """A request body: unknown fields are refused, never silently dropped."""
+    """A request body: unknown fields are refused, never silently dropped, and so
+    are NaN and Infinity in number fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ResponseModel(BaseModel):

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from portway.protocol.base import RequestModel, ResponseModel
+from portway.protocol.bounds import (
+    MAX_LOGIT_BIAS,
+    MAX_TOOLS,
+    JSONSchema,
+    check_stop,
+    check_tools_budget,
+    check_tools_size,
+)
 
 # ---------------------------------------------------------------- request
 
@@ -88,13 +96,37 @@ ChatMessage = Annotated[
 class FunctionDefinition(RequestModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JSONSchema | None = None
     strict: bool | None = None
 
 
 class ChatCompletionTool(RequestModel):
     type: Literal["function"]
     function: FunctionDefinition
+
+
+def _tools_within_budget(tools: Any) -> Any:
+    """Before any tool is validated: the tools, as sent, within the size bound."""
+    if isinstance(tools, list) and len(tools) <= MAX_TOOLS:
+        check_tools_budget(
+            function.get("parameters")
+            for tool in tools
+            if isinstance(tool, dict) and isinstance(function := tool.get("function"), dict)
+        )
+    return tools
+
+
+def _tools_within_bounds(tools: list[ChatCompletionTool]) -> list[ChatCompletionTool]:
+    check_tools_size(tool.function.parameters for tool in tools)
+    return tools
+
+
+Tools = Annotated[
+    list[ChatCompletionTool],
+    Field(min_length=1, max_length=MAX_TOOLS),
+    AfterValidator(_tools_within_bounds),
+    BeforeValidator(_tools_within_budget),
+]
 
 
 class NamedFunction(RequestModel):
@@ -112,7 +144,7 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 class JSONSchemaFormat(RequestModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: JSONSchema | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
@@ -150,18 +182,23 @@ class ChatCompletionRequest(RequestModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = Field(default=None, ge=1, le=8)
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, AfterValidator(check_stop)] = None
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    logit_bias: (
+        Annotated[
+            dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=MAX_LOGIT_BIAS)
+        ]
+        | None
+    ) = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
     safety_identifier: str | None = Field(default=None, max_length=256)
-    tools: list[ChatCompletionTool] | None = Field(default=None, min_length=1, max_length=128)
+    tools: Tools | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
@@ -181,9 +218,6 @@ class ChatCompletionRequest(RequestModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> ChatCompletionRequest:
-        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        if len(stops) > 4:
-            raise ValueError("'stop' takes at most 4 sequences")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("'top_logprobs' requires 'logprobs' to be true")
         if self.stream_options is not None and not self.stream:

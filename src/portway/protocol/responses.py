@@ -12,9 +12,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 from portway.protocol.base import RequestModel, ResponseModel
+from portway.protocol.bounds import (
+    MAX_TOOLS,
+    JSONSchema,
+    check_tools_budget,
+    check_tools_size,
+)
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
@@ -119,7 +133,7 @@ class FunctionTool(RequestModel):
     type: Literal["function"]
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JSONSchema | None = None
     strict: bool | None = None
     # Declared so that they can be refused by name.
     defer_loading: bool | None = None
@@ -144,6 +158,30 @@ Tool = Annotated[
 ]
 
 
+def _tools_within_budget(tools: Any) -> Any:
+    """Before any tool is validated: the tools, as sent, within the size bound."""
+    if isinstance(tools, list) and len(tools) <= MAX_TOOLS:
+        check_tools_budget(
+            tool.get("parameters")
+            for tool in tools
+            if isinstance(tool, dict) and tool.get("type") == "function"
+        )
+    return tools
+
+
+def _tools_within_bounds(tools: list[Tool]) -> list[Tool]:
+    check_tools_size(tool.parameters for tool in tools if isinstance(tool, FunctionTool))
+    return tools
+
+
+Tools = Annotated[
+    list[Tool],
+    Field(max_length=MAX_TOOLS),
+    AfterValidator(_tools_within_bounds),
+    BeforeValidator(_tools_within_budget),
+]
+
+
 class ToolChoiceObject(RequestModel):
     """``{"type": "function", "name"}``, ``{"type": "allowed_tools", "mode", "tools"}``,
     or a hosted tool's choice (refused in serving)."""
@@ -165,7 +203,7 @@ class TextFormat(RequestModel):
 
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: JSONSchema | None = Field(default=None, alias="schema")
     description: str | None = None
     strict: bool | None = None
 
@@ -213,7 +251,7 @@ class CreateResponse(RequestModel):
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tools: Tools | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_tool_calls: int | None = Field(default=None, ge=1)

@@ -120,7 +120,7 @@ class ChatService:
         entry = self.registry.resolve(request.model, ctx.principal)
         backend = entry.chat_backend()
         chat_request.check_supported(request, backend.capabilities)
-        tool_use = chat_request.to_tool_use(request)
+        tool_use = await chat_request.checked_tool_use(request)
         constraint = (
             await asyncio.to_thread(chat_request.constraint_for, request, tool_use, backend)
             if backend.capabilities.grammar

@@ -3,10 +3,9 @@ refusing by name every parameter the model or Portway cannot honour."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from jsonschema import Draft202012Validator, SchemaError
 
 from portway.backends.base import (
     Capabilities,
@@ -18,6 +17,7 @@ from portway.backends.base import (
     ToolSpec,
 )
 from portway.constrain.either import calls_or_answer
+from portway.constrain.schema import check_json_schema
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.chat import (
     AssistantMessage,
@@ -186,18 +186,22 @@ def to_sampling(request: ChatCompletionRequest) -> SamplingParams:
 def _tool_spec(tool: Any, index: int) -> ToolSpec:
     function = tool.function
     parameters = function.parameters or {"type": "object", "properties": {}}
-    try:
-        Draft202012Validator.check_schema(parameters)
-    except SchemaError as exc:
-        raise InvalidRequest(
-            f"The parameters of tool '{function.name}' are not a valid JSON Schema: {exc.message}",
-            param=f"tools[{index}].function.parameters",
-        ) from exc
+    check_json_schema(parameters, param=f"tools[{index}].function.parameters")
     return ToolSpec(function.name, function.description or "", parameters, bool(function.strict))
 
 
+async def checked_tool_use(request: ChatCompletionRequest) -> ToolUse:
+    """``to_tool_use``, with the tools' JSON Schema meta-validation (pure Python,
+    growing with the schemas' size) on a worker thread, so that the event loop
+    keeps serving other requests meanwhile."""
+    if not request.tools:
+        return to_tool_use(request)
+    return await asyncio.to_thread(to_tool_use, request)
+
+
 def to_tool_use(request: ChatCompletionRequest) -> ToolUse:
-    """Validate ``tools``, ``tool_choice`` and ``parallel_tool_calls`` together."""
+    """Validate ``tools``, ``tool_choice`` and ``parallel_tool_calls`` together.
+    Blocks while it meta-validates the tools' schemas: see ``checked_tool_use``."""
     if not request.tools:
         for name in ("tool_choice", "parallel_tool_calls"):
             value = getattr(request, name)
