@@ -111,6 +111,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(media.router)
     app.add_middleware(FastRoutes, routes=fast_routes(API_PREFIXES))
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(RequestLog)
     return app

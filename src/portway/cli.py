@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from portway.auth.issue import ScopeError, issue_token
+from portway.cli_limits import connection_options, http_protocol
 from portway.settings import Settings
 from portway.store import Store
 
@@ -59,6 +60,7 @@ def main() -> None:
 @click.option(
     "--grace", default=30.0, show_default=True, help="Seconds in-flight requests get at shutdown."
 )
+@connection_options
 def serve(host: str, port: int, grace: float, **options: Any) -> None:
     """Serve the API (SIGTERM or SIGINT: finish in-flight requests, then exit 0)."""
     import uvicorn
@@ -75,6 +77,7 @@ def serve(host: str, port: int, grace: float, **options: Any) -> None:
         log_config=None,
         timeout_graceful_shutdown=int(grace),
         lifespan="on",
+        http=http_protocol(settings),
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it stopped on; a no-op handler lets us exit 0.

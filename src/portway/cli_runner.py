@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from portway.backends.base import ModelBackend
+from portway.runners.wire import RunnerTimeouts
 
 
 @click.command("runner")
@@ -60,7 +61,15 @@ def runner(
     except Exception as exc:
         raise click.ClickException(str(exc)) from exc
     slots = concurrency or loaded.config.concurrency
-    served = Served(loaded.backend, loaded.reference, loaded.version, slots, private, grace)
+    served = Served(
+        loaded.backend,
+        loaded.reference,
+        loaded.version,
+        slots,
+        private,
+        grace,
+        loaded.config.timeouts,
+    )
     sys.exit(asyncio.run(_serve(served, server, token)))
 
 
@@ -74,6 +83,7 @@ class Served:
     concurrency: int
     private: bool
     grace: float
+    timeouts: RunnerTimeouts | None = None
 
 
 async def _serve(served: Served, server: str, token: str) -> int:
@@ -93,6 +103,7 @@ async def _serve(served: Served, server: str, token: str) -> int:
         token=token,
         concurrency=served.concurrency,
         private=served.private,
+        timeouts=served.timeouts,
         say=click.echo,
     )
     task = asyncio.ensure_future(client.run())

@@ -10,8 +10,11 @@
     │   └── ModelNotFound              404 code model_not_found, param model
     ├── MethodNotAllowed               405 invalid_request_error
     ├── PayloadTooLarge                413 invalid_request_error
+    ├── RequestTimeout                 408 code request_timeout (connection closes)
+    ├── HeadersTooLarge                431 code headers_too_large
     ├── ClientDisconnected             499 (nobody reads it; for the log)
     ├── Overloaded                     503 (Retry-After header)
+    ├── TooManyConnections             503 code too_many_connections (Retry-After)
     ├── BackendError                   500 server_error (message is safe to show)
     ├── ModelFailed                    500 code model_error (a user model's exception)
     ├── BadGateway                     502 code upstream_error (an upstream model failed)
@@ -126,6 +129,43 @@ class PayloadTooLarge(PortwayError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"The request body exceeds the limit of {limit} bytes.")
+
+
+class RequestTimeout(PortwayError):
+    """The request's head or body did not arrive in time; the connection closes."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+    def __init__(self, part: str, seconds: float) -> None:
+        super().__init__(
+            f"The request {part} did not arrive within {seconds:g} seconds.",
+            headers={"Connection": "close"},
+        )
+
+
+class HeadersTooLarge(PortwayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
+
+    def __init__(self, max_bytes: int, max_headers: int) -> None:
+        super().__init__(
+            f"The request headers exceed the limit of {max_bytes} bytes or {max_headers} headers."
+        )
+
+
+class TooManyConnections(PortwayError):
+    status = 503
+    type = "server_error"
+    code = "too_many_connections"
+
+    def __init__(self, limit: int, retry_after: int = 1) -> None:
+        super().__init__(
+            f"The server has {limit} connections open, its limit. Retry after {retry_after}s.",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class ClientDisconnected(PortwayError):

@@ -1,7 +1,9 @@
-"""ASGI middleware: request ids and the one log line per request; the body limit."""
+"""ASGI middleware: request ids and the one log line per request; the body's
+limits (size and time)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -9,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portway.errors import PayloadTooLarge, PortwayError
+from portway.errors import PayloadTooLarge, PortwayError, RequestTimeout
 
 log = logging.getLogger("portway.access")
 
@@ -65,11 +67,14 @@ class RequestLog:
 
 
 class BodyLimit:
-    """Refuses bodies over ``limit`` bytes with a 413, by header or by counting."""
+    """Refuses bodies over ``limit`` bytes with a 413, by header or by counting, and
+    bodies still incomplete ``timeout`` seconds after the request began with a 408
+    (whose ``Connection: close`` ends the connection: the rest is never read)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = 60.0) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,9 +85,18 @@ class BodyLimit:
                 await _send_error(send, PayloadTooLarge(self.limit))
                 return
         seen = [0]
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        complete = [False]
 
         async def counted() -> Message:
-            message = await receive()
+            if complete[0]:  # the body is in: what is left to receive is the disconnect
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout("body", self.timeout) from None
+            complete[0] = not message.get("more_body", False)
             seen[0] += len(message.get("body", b""))
             if seen[0] > self.limit:
                 raise PayloadTooLarge(self.limit)

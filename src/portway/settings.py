@@ -17,6 +17,16 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 8 * 1024 * 1024
+    header_timeout: float = 10.0
+    """Seconds a request's head (request line and headers) may take to arrive."""
+    body_timeout: float = 60.0
+    """Seconds a request's body may take to arrive, counted from its head."""
+    stall_timeout: float = 30.0
+    """Seconds a client may read nothing of a response before its connection drops."""
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_connections: int = 1000
+    """Open connections (runners' included); a request on one more gets 503."""
     grace_seconds: float = 30.0
     usage_flush_seconds: float = 0.5
 

@@ -79,6 +79,8 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     admin_token: str = ""
+    args: tuple[str, ...] = ()
+    """More ``portway serve`` flags."""
 
     @property
     def base_url(self) -> str:
@@ -100,7 +102,9 @@ class Server:
         command = [sys.executable, "-m", "portway", "serve", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command, *self.store_args(), "--grace", "20"], stdout=log, stderr=log
+                [*command, *self.store_args(), "--grace", "20", *self.args],
+                stdout=log,
+                stderr=log,
             )
         self._wait_ready(timeout)
         found = TOKEN_LINE.search(self.log_text())

@@ -13,8 +13,8 @@ from portway.aio import aclose
 from portway.backends.base import Delta, GenerationRequest, ImageRequest, Message, SamplingParams
 from portway.errors import BadGateway, Overloaded, PortwayError
 from portway.runners import wire
-from portway.runners.backend import RunnerChatBackend
-from portway.runners.errors import RunnerLost, RunnerUnavailable
+from portway.runners.backend import RunnerChatBackend, runner_backend
+from portway.runners.errors import RunnerLost, RunnerTimeout, RunnerUnavailable
 from portway.runners.link import RunnerLink
 from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
 from portway.runners.wire import ModelInfo
@@ -224,3 +224,26 @@ async def test_a_request_that_keeps_losing_its_runner_fails_after_three() -> Non
         await anext(backend.generate(REQUEST))
     assert [len(runner.chats()) for runner in runners] == [1, 1, 1, 0]
     assert backend.attached
+
+
+async def test_a_runner_quiet_past_its_deadline_is_a_504_and_gets_a_cancel() -> None:
+    quick = wire.RunnerTimeouts(first_byte=0.05, idle=0.05)
+    info = INFO.model_copy(update={"timeouts": quick})
+    backend = RunnerChatBackend("alice/demo/models/echo", info)
+    runner = FakeRunner(backend, "r1")  # sends its prompt delta, then nothing
+    with pytest.raises(RunnerTimeout) as caught:
+        await collect(backend.generate(REQUEST))
+    assert (caught.value.status, caught.value.code) == (504, "runner_timeout")
+    assert "idle" in caught.value.message
+    await settle()
+    assert runner.frames[-1] == {"type": "cancel", "id": runner.chats()[0]}
+    assert runner.link.in_flight == 0
+
+
+def test_the_catalogues_deadlines_win_over_the_runners() -> None:
+    folder = wire.RunnerTimeouts(first_byte=5, idle=6)
+    declared = wire.RunnerTimeouts(first_byte=7, idle=8)
+    info = INFO.model_copy(update={"timeouts": folder})
+    assert runner_backend("alice/demo/models/echo", "chat", info).timeouts == folder
+    assert runner_backend("a/b/models/c", "chat", info, timeouts=declared).timeouts == declared
+    assert runner_backend("a/b/models/c", "image").timeouts == wire.RunnerTimeouts()

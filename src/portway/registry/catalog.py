@@ -60,6 +60,7 @@ from portway.registry.upstream_spec import (
     UpstreamTimeouts,
     clean_base_url,
 )
+from portway.runners.wire import RunnerTimeouts
 
 DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
 DEFAULT_EMBEDDING = ("sentence-transformers", "embed", "all-MiniLM-L6-v2")
@@ -213,6 +214,8 @@ class RunnerSpec(BaseSpec):
 
     backend: Literal["runner"]
     kind: Literal["chat", "embedding", "image"] = "chat"
+    timeouts: RunnerTimeouts | None = None
+    """First-byte and idle deadlines of its calls (they win over the model folder's)."""
 
 
 # A new backend adds its spec class here and its builder in registry/loader.py.

@@ -60,7 +60,8 @@ def build_runner(spec: RunnerSpec, data_dir: Path) -> Built:
     """A declared runner model: listed always, served while runners attach."""
     from portway.runners.backend import runner_backend
 
-    return runner_backend(spec.reference, spec.kind), version_id("runner", spec.reference)
+    backend = runner_backend(spec.reference, spec.kind, timeouts=spec.timeouts)
+    return backend, version_id("runner", spec.reference)
 
 
 BUILDERS: dict[str, Callable[[Any, Path], Built]] = {

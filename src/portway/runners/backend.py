@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
@@ -16,10 +17,10 @@ from portway.backends.base import (
     ModelBackend,
 )
 from portway.errors import BadGateway
-from portway.runners.errors import RunnerGone, RunnerLost, from_frame
-from portway.runners.link import Call, RunnerLink
+from portway.runners.errors import RunnerGone, RunnerLost, RunnerTimeout, from_frame
+from portway.runners.link import Call, Event, RunnerLink
 from portway.runners.pool import MAX_QUEUE, RunnerPool
-from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame
+from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame, RunnerTimeouts
 
 ATTEMPTS = 3
 """Runners a request may be sent to: one whose runners keep leaving before they
@@ -33,12 +34,36 @@ def estimate_tokens(text: str) -> int:
 
 class RunnerBackend(ModelBackend):
     """What every runner-served backend has: its pool of runners and the model's
-    description (``info`` is None for a catalogue declaration no runner has filled)."""
+    description (``info`` is None for a catalogue declaration no runner has filled).
+    ``declared_timeouts`` are the catalogue's, which win over the runner's own."""
+
+    declared_timeouts: RunnerTimeouts | None = None
 
     def __init__(self, reference: str, info: ModelInfo | None, max_queue: int) -> None:
         self.reference = reference
         self.info = info
         self.pool = RunnerPool(reference, max_queue)
+
+    @property
+    def timeouts(self) -> RunnerTimeouts:
+        """The catalogue's deadlines, else the runner's, else the defaults."""
+        own = self.info.timeouts if self.info is not None else None
+        return self.declared_timeouts or own or RunnerTimeouts()
+
+    async def next_event(self, link: RunnerLink, call: Call) -> Event:
+        """The call's next frame (None: the runner left); RunnerTimeout past the
+        first-byte deadline (before the first delta) or the idle one (after)."""
+        deadline, seconds = (
+            ("idle", self.timeouts.idle)
+            if call.started
+            else ("first-byte", self.timeouts.first_byte)
+        )
+        try:
+            async with asyncio.timeout(seconds):
+                return await call.events.get()
+        except TimeoutError:
+            link.failed += 1
+            raise RunnerTimeout(self.reference, deadline, seconds) from None
 
     @property
     def attached(self) -> bool:
@@ -61,7 +86,7 @@ class RunnerBackend(ModelBackend):
             link = await self.pool.acquire(front=attempt > 0)
             call = link.open(kind, payload)
             try:
-                event = await call.events.get()
+                event = await self.next_event(link, call)
                 if event is None:
                     continue
                 call.done = True
@@ -117,7 +142,7 @@ class RunnerChatBackend(RunnerBackend, ChatBackend):
 
     async def _relay(self, link: RunnerLink, call: Call) -> AsyncIterator[Delta]:
         while True:
-            event = await call.events.get()
+            event = await self.next_event(link, call)
             if event is None:
                 raise RunnerGone()
             if isinstance(event, ErrorFrame):
@@ -152,13 +177,21 @@ def _has_output(delta: Delta) -> bool:
 
 
 def runner_backend(
-    reference: str, kind: Kind, info: ModelInfo | None = None, max_queue: int = MAX_QUEUE
+    reference: str,
+    kind: Kind,
+    info: ModelInfo | None = None,
+    max_queue: int = MAX_QUEUE,
+    timeouts: RunnerTimeouts | None = None,
 ) -> RunnerBackend:
-    """The runner-served backend of a model of ``kind``."""
+    """The runner-served backend of a model of ``kind`` (``timeouts``: the catalogue's)."""
     from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
 
+    backend: RunnerBackend
     if kind == "embedding":
-        return RunnerEmbeddingBackend(reference, info, max_queue)
-    if kind == "image":
-        return RunnerImageBackend(reference, info, max_queue)
-    return RunnerChatBackend(reference, info, max_queue)
+        backend = RunnerEmbeddingBackend(reference, info, max_queue)
+    elif kind == "image":
+        backend = RunnerImageBackend(reference, info, max_queue)
+    else:
+        backend = RunnerChatBackend(reference, info, max_queue)
+    backend.declared_timeouts = timeouts
+    return backend

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from portway.backends.base import ModelBackend
 from portway.errors import PortwayError
+from portway.runners.wire import RunnerTimeouts
 from portway.runners.work import Worker, error_frame, model_info
 
 log = logging.getLogger("portway.runner")
@@ -74,6 +75,7 @@ class RunnerClient:
         token: str,
         concurrency: int,
         private: bool = False,
+        timeouts: RunnerTimeouts | None = None,
         say: Callable[[str], None] = print,
         backoff: Backoff = Backoff(),
     ) -> None:
@@ -82,7 +84,7 @@ class RunnerClient:
         self.token = token
         self.hello = {
             "type": "hello",
-            "model": model_info(backend, reference, version),
+            "model": model_info(backend, reference, version, timeouts),
             "concurrency": concurrency,
             "runner": f"{socket.gethostname()}:{os.getpid()}",
             "visibility": "private" if private else "public",

@@ -43,6 +43,21 @@ class RunnerLost(PortwayError):
         )
 
 
+class RunnerTimeout(PortwayError):
+    """The runner of a call sent nothing within the model's deadline (the runner is
+    asked to cancel the call)."""
+
+    status = 504
+    type = "server_error"
+    code = "runner_timeout"
+
+    def __init__(self, model: str, deadline: str, seconds: float) -> None:
+        super().__init__(
+            f"The runner serving the model '{model}' sent nothing for {seconds:g}s "
+            f"(its {deadline} deadline); the request was cancelled."
+        )
+
+
 class RunnerConflict(PortwayError):
     status = 409
     type = "invalid_request_error"

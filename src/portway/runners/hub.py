@@ -13,7 +13,7 @@ from portway.registry.models import ModelEntry, Registry
 from portway.runners.backend import RunnerBackend, runner_backend
 from portway.runners.errors import RunnerConflict
 from portway.runners.link import RunnerLink
-from portway.runners.wire import Hello
+from portway.runners.wire import Hello, RunnerTimeouts
 from portway.store import Store
 
 log = logging.getLogger("portway.runners")
@@ -54,7 +54,7 @@ class RunnerHub:
             new = ModelEntry(
                 ref=ref,
                 version_id=info.version,
-                backend=runner_backend(str(ref), info.kind, info),
+                backend=runner_backend(str(ref), info.kind, info, timeouts=_timeouts(declared)),
                 visibility=visibility,
                 created=int(registered.timestamp()),
             )
@@ -115,3 +115,9 @@ class RunnerHub:
                     {"id": entry.name, "version": entry.version_id, **entry.backend.health()}
                 )
         return found
+
+
+def _timeouts(declared: ModelEntry | None) -> RunnerTimeouts | None:
+    """The deadlines the catalogue declares for a runner model, if any."""
+    backend = declared.backend if declared is not None else None
+    return backend.declared_timeouts if isinstance(backend, RunnerBackend) else None

@@ -87,6 +87,17 @@ class Capabilities(BaseModel):
     seed: bool = True
 
 
+class RunnerTimeouts(BaseModel):
+    """Seconds the server waits on a runner's call. ``first_byte``: from sending it
+    to the first delta (a stream) or to the result (embeddings, images); ``idle``:
+    the longest gap between two deltas. Past either the client gets 504
+    ``runner_timeout`` and the runner a ``cancel``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    first_byte: float = Field(default=300.0, gt=0, le=86400)
+    idle: float = Field(default=60.0, gt=0, le=86400)
+
+
 class ModelInfo(BaseModel):
     """The model a runner serves, as its ``hello`` describes it."""
 
@@ -102,6 +113,8 @@ class ModelInfo(BaseModel):
     capabilities: Capabilities = Capabilities()
     tool_family: Literal["typed", "json", "hermes", "llama3", "mistral", "functiongemma"] = "typed"
     reasons: bool = False
+    timeouts: RunnerTimeouts | None = None
+    """The model folder's own deadlines (a catalogue declaration wins; None: the defaults)."""
 
 
 class Hello(BaseModel):

@@ -28,9 +28,16 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _TEXTS = TypeAdapter(list[str])
 
 
-def model_info(backend: ModelBackend, reference: str, version: str) -> dict[str, Any]:
+def model_info(
+    backend: ModelBackend,
+    reference: str,
+    version: str,
+    timeouts: wire.RunnerTimeouts | None = None,
+) -> dict[str, Any]:
     """The ``model`` part of ``hello``: what the server needs to serve the backend."""
     found: dict[str, Any] = {"reference": reference, "version": version, "kind": backend.kind}
+    if timeouts is not None:
+        found["timeouts"] = timeouts.model_dump()
     if isinstance(backend, ChatBackend):
         caps = backend.capabilities
         names = [name for name in wire.Capabilities.model_fields if hasattr(caps, name)]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from portway.registry.refs import SEGMENT
+from portway.runners.wire import RunnerTimeouts
 
 CONFIG_FILE = "portway-model.toml"
 Name = Field(pattern=f"^{SEGMENT.pattern}$")
@@ -56,6 +57,8 @@ class ModelConfig(BaseModel):
     reasoning: bool = False
     dimensions: int = Field(default=0, ge=0)
     class_name: str = Field(default="", alias="class")
+    timeouts: RunnerTimeouts | None = None
+    """Served by a runner: the server's first-byte and idle deadlines for its calls."""
     requirements: tuple[str, ...] = ()
     openai: OpenAIConfig | None = None
 
