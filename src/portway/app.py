@@ -15,6 +15,7 @@ from portway.api.fast import FastRoutes, fast_routes
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
 from portway.middleware import BodyLimit, RequestLog
+from portway.private import private_dir
 from portway.registry import catalog
 from portway.registry.loader import build_registry
 from portway.registry.models import Registry
@@ -43,7 +44,7 @@ def api_router() -> APIRouter:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     store = await Store.open(settings.db_url)
     app.state.store = store  # the Responses API reads and writes stored responses
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,8 @@ import click
 
 from portway.auth.issue import ScopeError, issue_token
 from portway.cli_limits import connection_options, http_protocol
-from portway.settings import Settings
+from portway.private import private_dir
+from portway.settings import Settings, clean_public_url
 from portway.store import Store
 
 T = TypeVar("T")
@@ -33,9 +33,16 @@ def _settings(**options: Any) -> Settings:
     return Settings.from_env(**options)
 
 
+def _public_url(value: str | None) -> str | None:
+    try:
+        return None if value is None else clean_public_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
     async def run() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         store = await Store.open(settings.db_url)
         try:
             return await work(store)
@@ -61,14 +68,22 @@ def main() -> None:
     "--grace", default=30.0, show_default=True, help="Seconds in-flight requests get at shutdown."
 )
 @connection_options
+@click.option(
+    "--public-url",
+    envvar="PORTWAY_PUBLIC_URL",
+    callback=lambda _ctx, _param, value: _public_url(value),
+    help="Where clients reach the server; image links use it "
+    "[default: http://HOST:PORT; env PORTWAY_PUBLIC_URL].",
+)
 def serve(host: str, port: int, grace: float, **options: Any) -> None:
     """Serve the API (SIGTERM or SIGINT: finish in-flight requests, then exit 0)."""
     import uvicorn
 
+    from portway import logs
     from portway.app import create_app
 
     settings = _settings(host=host, port=port, grace_seconds=grace, **options)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -94,7 +109,13 @@ def pat() -> None:
 
 @pat.command("create")
 @click.option("--user", "user_name", required=True, help="Owner (created if new).")
-@click.option("--scope", "scopes", multiple=True, help="inference (default), runner or admin.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="inference (default), runner or admin; repeat it (or join with commas) for several. "
+    "A token has only the scopes named: admin implies no other.",
+)
 @click.option(
     "--expires-in", type=click.FloatRange(min=0, min_open=True), help="Days until it expires."
 )

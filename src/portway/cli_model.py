@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from portway.bootstrap import ADMIN
+from portway.private import private_dir
 from portway.settings import Settings
 
 folder_argument = click.argument(
@@ -127,7 +128,7 @@ def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **op
     except (ModelConfigError, MissingRequirements) as exc:
         raise click.ClickException(str(exc)) from exc
     settings = Settings.from_env(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     os.environ["PORTWAY_DATA_DIR"] = str(settings.data_dir)  # for the model (open_llama)
     catalog = settings.data_dir / "model-serve.toml"
     catalog.write_text(model_catalog(folder, config), encoding="utf-8")

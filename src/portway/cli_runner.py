@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from dataclasses import dataclass
@@ -51,10 +50,11 @@ def runner(
     new requests, those in flight finish (up to --grace seconds), exit 0; a
     second signal stops at once.
     """
+    from portway import logs
     from portway.runners.client import connect_url
     from portway.sdk import load_model_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     try:
         connect_url(server)
         loaded = load_model_dir(directory)

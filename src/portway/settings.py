@@ -5,8 +5,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_DATA_DIR = Path("~/.local/share/portway")
+
+
+def clean_public_url(url: str) -> str:
+    """``url`` without a trailing ``/``; ValueError unless it is an http(s) URL
+    with a host and no query, fragment or credentials."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    parts.port  # noqa: B018  (a ValueError for a port that is not one)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{url!r} may not have a query, a fragment or credentials")
+    return url.strip().rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,9 @@ class Settings:
     """Open connections (runners' included); a request on one more gets 503."""
     grace_seconds: float = 30.0
     usage_flush_seconds: float = 0.5
+    public_url: str | None = None
+    """Where clients reach the server (``--public-url``): image links are built
+    on it, never on a request's ``Host`` header."""
 
     @property
     def catalog_path(self) -> Path:
@@ -40,8 +56,11 @@ class Settings:
 
     @property
     def public_base_url(self) -> str:
+        """``public_url``, or else ``http://HOST:PORT`` from ``--host`` and ``--port``."""
+        if self.public_url:
+            return self.public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

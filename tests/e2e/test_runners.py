@@ -207,7 +207,7 @@ def test_refusals(server: Server, folders: Path, alice_runner: str) -> None:
         assert runner.wait() == 1
         assert says in runner.stderr, runner.stderr
     taken = model_folder(folders, SLOW_MODEL, user="portway", app="test", model="scripted")
-    runner = Runner(taken, server, server.admin_token).start(wait=False)
+    runner = Runner(taken, server, server.token("admin", "runner", "admin")).start(wait=False)
     assert runner.wait() == 1
     assert "409" in runner.stderr
     assert "cannot take over its name" in runner.stderr

@@ -43,8 +43,10 @@ class FakeStore:
 
 
 def who(name: str, *, admin: bool = False) -> Principal:
+    """A runner token of ``name``; ``admin``: an admin user's, with the admin scope."""
     user = User(1, name, admin, datetime.now(UTC))
-    return Principal(user=user, token_id="tok_1", scopes=("runner",))
+    scopes = ("runner", "admin") if admin else ("runner",)
+    return Principal(user=user, token_id="tok_1", scopes=scopes)
 
 
 def hello(reference: str = "alice/demo/models/echo", version: str = OLD, **info: Any) -> Hello:
@@ -105,6 +107,9 @@ async def test_declared_models_keep_their_visibility(hub: RunnerHub) -> None:
 async def test_refusals(hub: RunnerHub) -> None:
     with pytest.raises(PermissionDenied):
         await hub.attach(who("bob"), hello())
+    admin_user_without_admin_scope = Principal(who("bob", admin=True).user, "tok_2", ("runner",))
+    with pytest.raises(PermissionDenied, match="'admin' scope"):
+        await hub.attach(admin_user_without_admin_scope, hello())
     _, entry = await hub.attach(who("bob", admin=True), hello())
     assert entry.ref.user == "alice"
     with pytest.raises(RunnerConflict, match="cannot take over"):

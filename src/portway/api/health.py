@@ -1,4 +1,5 @@
-"""``GET /health``: the one route without auth; admins get detail."""
+"""``GET /health``: the one route without auth; a token with the ``admin`` scope
+gets detail, a valid token without it a 403."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ async def health(request: Request) -> dict[str, Any]:
             who = await principal(request)
         except AuthenticationFailed:
             return body
-        if who.is_admin:
-            body["models"] = [_detail(entry) for entry in services(request).registry.entries()]
-            body["runners"] = request.app.state.runner_hub.health()
+        who.require_scope("admin")
+        body["models"] = [_detail(entry) for entry in services(request).registry.entries()]
+        body["runners"] = request.app.state.runner_hub.health()
     return body
 
 

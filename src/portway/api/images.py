@@ -32,5 +32,6 @@ async def create_image(request: Request) -> Any:
 
 
 async def _serve(request: Request, ctx: RequestContext, body: ImageGenerationRequest) -> Response:
-    work = services(request).images.generate(ctx, body, str(request.base_url))
+    found = services(request)
+    work = found.images.generate(ctx, body, found.settings.public_base_url)  # not the Host header
     return JSONResponse(await cancel_on_disconnect(request, work))

@@ -75,10 +75,9 @@ async def relay(
 async def _relay(
     request: Request, ctx: RequestContext, entry: ModelEntry, endpoint: RelayEndpoint
 ) -> Response:
-    service = services(request).relay
+    found = services(request)
     body = await request.body()
-    rehosts = getattr(entry.backend, "rehost_images", False)
-    base_url = str(request.base_url) if rehosts else ""  # ~15 µs: only when needed
+    service, base_url = found.relay, found.settings.public_base_url  # never the Host header
     call = service.accept(ctx, entry, body, endpoint, base_url=base_url)
     if call.stream:
         stream = await cancel_on_disconnect(request, service.stream(call))

@@ -14,12 +14,16 @@ class ScopeError(ValueError):
 
 
 def check_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
-    unknown = sorted(set(scopes) - set(tokens.SCOPES))
+    """The scopes named, each once; ``"inference,admin"`` names two. No scope
+    implies another: a token with ``admin`` alone cannot call models. None
+    named: the default, ``inference``."""
+    named = [part.strip() for scope in scopes for part in scope.split(",") if part.strip()]
+    unknown = sorted(set(named) - set(tokens.SCOPES))
     if unknown:
         raise ScopeError(
             f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(tokens.SCOPES)}"
         )
-    return tuple(dict.fromkeys(scopes)) or tokens.DEFAULT_SCOPES
+    return tuple(dict.fromkeys(named)) or tokens.DEFAULT_SCOPES
 
 
 async def issue_token(

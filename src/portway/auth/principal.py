@@ -23,10 +23,14 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
-        return self.user.is_admin or "admin" in self.scopes
+        """Admin powers (others' private models, runners for any owner, health
+        detail) come from the token's ``admin`` scope alone: an admin user's
+        token without it is an ordinary token."""
+        return "admin" in self.scopes
 
     def require_scope(self, scope: str) -> None:
-        if scope not in self.scopes and not self.is_admin:
+        """A token does what its scopes say; no scope implies another."""
+        if scope not in self.scopes:
             raise PermissionDenied(f"This token lacks the '{scope}' scope.", code="missing_scope")
 
 

@@ -40,7 +40,8 @@ class RunnerHub:
         ref = refs.parse(info.reference).ref
         if principal.user.name != ref.user and not principal.is_admin:
             raise PermissionDenied(
-                f"Only '{ref.user}' (or an admin) may attach runners to '{ref}'.",
+                f"Only '{ref.user}' (or a token with the 'admin' scope) may attach runners "
+                f"to '{ref}'.",
                 code="not_model_owner",
             )
         self.registry.check_runner_name(ref)

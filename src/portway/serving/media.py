@@ -15,15 +15,14 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
 from portway.errors import NotFound
+from portway.private import private_dir, read_or_create, write_private
 
 log = logging.getLogger("portway.media")
 
@@ -32,19 +31,27 @@ STORED = re.compile(r"(?P<expires>[0-9]{1,12})-(?P<name>[A-Za-z0-9_-]{16,64}\.pn
 MEDIA_TYPES = {"png": "image/png"}
 
 
+KEY_BYTES = 32
+
+
+class MediaKeyError(ValueError):
+    """``media.key`` holds no usable key."""
+
+
 def _load_key(path: Path) -> bytes:
-    """The signing key in ``path``, made first if there is none (race-free)."""
-    if not path.exists():
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".media.key.")
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_hex(32))
-        try:
-            os.link(name, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(name)
-    return bytes.fromhex(path.read_text().strip())
+    """The signing key in ``path``, made first if there is none; concurrent
+    first starts all read the same whole key."""
+    text = read_or_create(path, lambda: secrets.token_hex(KEY_BYTES).encode()).strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) < KEY_BYTES:
+        raise MediaKeyError(
+            f"{path} holds no {KEY_BYTES}-byte hex key; remove it to make a new one "
+            "(links made with the old key stop working)"
+        )
+    return key
 
 
 class MediaStore:
@@ -56,8 +63,7 @@ class MediaStore:
 
     @classmethod
     def open(cls, data_dir: Path, sweep_seconds: float = 60.0) -> MediaStore:
-        root = data_dir / "media"
-        root.mkdir(parents=True, exist_ok=True)
+        root = private_dir(data_dir / "media")
         return cls(root, _load_key(data_dir / "media.key"), sweep_seconds)
 
     def _sign(self, name: str, expires: int) -> str:
@@ -68,10 +74,7 @@ class MediaStore:
         """Store ``data``; return its link (path and query), valid ``ttl`` seconds."""
         name = f"{secrets.token_urlsafe(24)}.{ext}"
         expires = int(time.time()) + ttl
-        target = self.root / f"{expires}-{name}"
-        partial = target.with_name("." + target.name + ".part")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        write_private(self.root / f"{expires}-{name}", data)
         query = urlencode({"expires": expires, "signature": self._sign(name, expires)})
         return f"/media/{name}?{query}"
 

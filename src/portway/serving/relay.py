@@ -203,7 +203,7 @@ class RelayService:
     ) -> RelayCall:
         """Check the model serves ``endpoint``; nothing is sent yet. ``raw`` is the
         client's body, already validated by the endpoint's request model;
-        ``base_url`` is where the client reached Portway."""
+        ``base_url`` is Portway's public URL, which re-hosted image links use."""
         if entry.kind != endpoint.kind:
             raise entry.wrong_kind(endpoint.path)
         body = from_json(raw)  # valid JSON: the endpoint's request model has read it

@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
+from portway.private import private_dir, private_file
 from portway.store.records import (
     ANONYMOUS_USER,
     RESPONSE_STATUSES,
@@ -342,14 +343,16 @@ class Store:
     async def open(cls, url: str) -> Store:
         """Connect to ``url`` and migrate the schema to the newest revision.
 
-        Accepts ``sqlite+aiosqlite:///path`` (the parent directory is created if
-        missing) and ``postgresql+asyncpg://...``; the plain ``sqlite://`` and
-        ``postgresql://`` spellings are mapped to those drivers.
+        Accepts ``sqlite+aiosqlite:///path`` (the file is made mode 0600, its
+        directory 0700 if missing) and ``postgresql+asyncpg://...``; the plain
+        ``sqlite://`` and ``postgresql://`` spellings are mapped to those drivers.
         """
         parsed = normalise_url(url)
         path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():
+                private_dir(path.parent)
+            private_file(path)  # SQLite gives its WAL and SHM files the database's mode
         store = cls(_create_engine(parsed))
         try:
             await migrate(store._writer)

@@ -9,12 +9,12 @@ to each node's data dir when several share a PostgreSQL database).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from portway.private import private_dir, read_or_create
 from portway.store.db import Store
 
 KEY_FILE = "secrets.key"
@@ -32,19 +32,10 @@ def check_name(name: str) -> str:
 
 
 def _read_or_create_key(path: Path) -> bytes:
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key + b"\n")
-    return key
+    """The key in ``path``, made first if there is none; concurrent first
+    starts all read the same whole key (see :func:`portway.private.read_or_create`)."""
+    private_dir(path.parent)
+    return read_or_create(path, lambda: Fernet.generate_key() + b"\n").strip()
 
 
 class SecretBox:
