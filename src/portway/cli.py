@@ -67,7 +67,6 @@ def main() -> None:
 @click.option(
     "--grace", default=30.0, show_default=True, help="Seconds in-flight requests get at shutdown."
 )
-@connection_options
 @click.option(
     "--public-url",
     envvar="PORTWAY_PUBLIC_URL",
@@ -75,6 +74,7 @@ def main() -> None:
     help="Where clients reach the server; image links use it "
     "[default: http://HOST:PORT; env PORTWAY_PUBLIC_URL].",
 )
+@connection_options
 def serve(host: str, port: int, grace: float, **options: Any) -> None:
     """Serve the API (SIGTERM or SIGINT: finish in-flight requests, then exit 0)."""
     import uvicorn
