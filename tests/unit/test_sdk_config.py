@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,18 @@ def test_an_openai_table_needs_an_openai_model_class(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "m", ECHO, '[openai]\nbase_url = "http://x/v1"')
     with pytest.raises(ModelConfigError, match=r"\[openai\] configures an OpenAIModelClass"):
         load_model_dir(folder)
+
+
+def test_a_folders_runner_deadlines_reach_its_hello(tmp_path: Path) -> None:
+    from portway.runners import wire
+    from portway.runners.work import model_info
+
+    extra = "timeouts = { first_byte = 5, idle = 2 }"
+    loaded = load_model_dir(write_folder(tmp_path / "m", ECHO, extra))
+    assert loaded.config.timeouts == wire.RunnerTimeouts(first_byte=5, idle=2)
+    info = model_info(loaded.backend, loaded.reference, loaded.version, loaded.config.timeouts)
+    hello = wire.parse_runner_frame(json.dumps({"type": "hello", "model": info}))
+    assert isinstance(hello, wire.Hello)
+    assert hello.model.timeouts == loaded.config.timeouts
+    with pytest.raises(ModelConfigError, match=r"model\.timeouts\.idle"):
+        load_model_dir(write_folder(tmp_path / "n", ECHO, "timeouts = { idle = 0 }"))
