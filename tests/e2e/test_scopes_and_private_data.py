@@ -84,6 +84,11 @@ def test_an_admin_users_inference_token_gets_no_health_detail(server: Server) ->
     assert GREY in {model["id"] for model in detail["models"]}
 
 
+def test_the_first_admins_token_names_its_scopes(server: Server) -> None:
+    [first, *_] = server.cli("pat", "list", "--user", "admin").stdout.splitlines()
+    assert first.split("\t")[2] == "inference,admin"
+
+
 def test_an_admin_users_tokens_attach_only_what_their_scopes_allow(server: Server) -> None:
     refused = attach(server, server.token("admin"), "alice/demo/models/one")
     assert (refused["type"], refused["status"]) == ("refused", 403)
