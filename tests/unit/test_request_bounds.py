@@ -211,6 +211,17 @@ RESPONSES_CASES: list[tuple[str, dict[str, Any], str]] = [
         "text.format.schema",
     ),
     ("NaN top_p", {"top_p": float("nan")}, "top_p"),
+    (
+        "too many allowed tools",
+        {
+            "tool_choice": {
+                "type": "allowed_tools",
+                "mode": "auto",
+                "tools": [{"type": "function", "name": f"f{n}"} for n in range(MAX_TOOLS + 1)],
+            }
+        },
+        "tool_choice.tools",
+    ),
 ]
 
 

@@ -190,7 +190,7 @@ class ToolChoiceObject(RequestModel):
     type: str
     name: str | None = None
     mode: Literal["auto", "required"] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 ToolChoice = Literal["none", "auto", "required"] | ToolChoiceObject
