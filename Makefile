@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: serve test lint bench bench-upstream bench-runners
+.PHONY: serve test lint bench bench-upstream bench-runners bench-soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ bench-upstream: $(BIN)/python $(LITELLM)
 bench-runners: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[local,test]'
 	$(BIN)/python bench/runners.py
+
+bench-soak: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,embeddings,test]'
+	$(BIN)/python bench/soak.py $(ARGS)

@@ -10,6 +10,7 @@ forces a token (``FORCED``) with a logit bias no logit outweighs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
@@ -417,6 +418,36 @@ async def test_prompt_plus_max_tokens_overflow_raises(backend: LlamaCppBackend) 
 
     with pytest.raises(ContextLengthExceeded, match=f"maximum context length is {N_CTX}"):
         await anext(stream)
+
+
+def live_sampler_chains() -> int:
+    """llama-cpp-python samplers whose native chain has not been freed."""
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, llama_cpp._internals.LlamaSampler) and obj.sampler is not None
+    )
+
+
+async def test_a_finished_generation_frees_its_native_sampler_chain(
+    backend: LlamaCppBackend, no_end: dict[int, float]
+) -> None:
+    """llama-cpp-python frees a sampler chain (megabytes of native memory) only when
+    the cyclic garbage collector runs, which a busy server rarely does: Portway frees
+    it when the generation ends, finished or stopped early."""
+    gc.collect()
+    gc.disable()
+    try:
+        for sampling in ({"max_tokens": 3}, {"max_tokens": 3, "logit_bias": no_end}):
+            await collect(backend, request(**sampling))
+        stream = backend.generate(request(max_tokens=50, logit_bias=no_end))
+        await anext(stream)
+        await anext(stream)
+        await stream.aclose()
+        async with backend._turn:  # the worker thread is done with the last one
+            assert live_sampler_chains() == 0
+    finally:
+        gc.enable()
 
 
 class HeldGenerations:
