@@ -44,7 +44,7 @@ def test_disconnect_mid_stream_cancels_and_frees_the_model(server: Server) -> No
         "max_tokens": 4000,
         "stream": True,
         "temperature": 1.0,
-        "logit_bias": {"1": -100, "106": -100},
+        "logit_bias": {"1": -100, "106": -100, "212": -100},  # Gemma's end tokens
     }
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.stream(
@@ -55,7 +55,9 @@ def test_disconnect_mid_stream_cancels_and_frees_the_model(server: Server) -> No
         received = [next(lines) for _ in range(8)]
     assert any(line.startswith("data: ") for line in received)
     client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=token, max_retries=0)
-    after = client.chat.completions.create(model=GEMMA, messages=HELLO, max_tokens=3)
+    after = client.chat.completions.create(
+        model=GEMMA, messages=HELLO, max_tokens=3, logit_bias=body["logit_bias"]
+    )
     assert after.choices[0].finish_reason == "length"
     rows = wait_for_rows(server, "hank", 2)
     cancelled = [row for row in rows if row.status == "cancelled"]
