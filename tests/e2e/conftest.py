@@ -16,11 +16,14 @@ THINKER = "portway/test/models/thinker"
 """A scripted model that reasons in <think> before answering."""
 WEATHER_SCHEMA = {
     "type": "object",
-    "properties": {"location": {"type": "string", "description": "City and country"}},
+    "properties": {
+        "location": {"type": "string", "description": "City and country", "maxLength": 40}
+    },
     "required": ["location"],
     "additionalProperties": False,
 }
-"""The arguments of the get_weather tool the tool tests use."""
+"""The arguments of the get_weather tool the tool tests use. Bounded, so that one
+forced call fits in a known number of tokens whatever the model writes."""
 
 
 @pytest.fixture(scope="session")
