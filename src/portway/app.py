@@ -11,9 +11,12 @@ from fastapi import APIRouter, FastAPI
 from portway import __version__, gc_tuning
 from portway.api import chat, deps, embeddings, errors, health, images, media, models, responses
 from portway.api import runners as runners_api
+from portway.api import tokens as tokens_api
+from portway.api import usage as usage_api
 from portway.api.fast import FastRoutes, fast_routes
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
+from portway.console import pages as console_pages
 from portway.middleware import BodyLimit, RequestLog
 from portway.private import private_dir
 from portway.registry import catalog
@@ -109,8 +112,11 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(router, prefix=prefix)
     app.include_router(runners_api.router, prefix="/v1")
+    app.include_router(tokens_api.router, prefix="/v1")
+    app.include_router(usage_api.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(media.router)
+    app.include_router(console_pages.router)  # last: its model URLs match widely
     app.add_middleware(FastRoutes, routes=fast_routes(API_PREFIXES))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(RequestLog)

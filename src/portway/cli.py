@@ -7,11 +7,13 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from portway import cli_tokens
 from portway.auth.issue import ScopeError, issue_token
 from portway.cli_limits import connection_options, http_protocol
 from portway.private import private_dir
@@ -108,7 +110,11 @@ def pat() -> None:
 
 
 @pat.command("create")
-@click.option("--user", "user_name", required=True, help="Owner (created if new).")
+@click.option(
+    "--user",
+    "user_name",
+    help="Owner (created if new). Required here; with --server: the token's own user.",
+)
 @click.option(
     "--scope",
     "scopes",
@@ -119,18 +125,44 @@ def pat() -> None:
 @click.option(
     "--expires-in", type=click.FloatRange(min=0, min_open=True), help="Days until it expires."
 )
+@click.option("--name", default="", help="A name to tell the token by (shown in the console).")
+@click.option("--server", help="Ask this running server (its URL) instead of a local database.")
+@click.option(
+    "--token",
+    envvar="PORTWAY_TOKEN",
+    help="With --server: your token (admin scope for another --user) [env PORTWAY_TOKEN].",
+)
+@click.option("--create", is_flag=True, help="Make a new database if the data dir has none.")
 @data_dir_option
 @database_option
 def pat_create(
-    user_name: str, scopes: tuple[str, ...], expires_in: float | None, **options: Any
+    user_name: str | None,
+    scopes: tuple[str, ...],
+    expires_in: float | None,
+    name: str,
+    server: str | None,
+    token: str | None,
+    create: bool,
+    **options: Any,
 ) -> None:
     """Create a token; the token alone is the last line of stdout."""
+    if server:
+        _pat_create_remote(server, token, user_name, scopes, expires_in, name)
+        return
+    if not user_name:
+        raise click.UsageError("Missing option '--user' (needed without --server).")
     settings = _settings(**options)
+    cli_tokens.require_database(settings, create)
+    click.echo(cli_tokens.describe_database(settings), err=True)
     try:
         secret, info = _with_store(
             settings,
             lambda store: issue_token(
-                store, user_name, scopes=scopes or ("inference",), expires_in_days=expires_in
+                store,
+                user_name,
+                scopes=scopes or ("inference",),
+                expires_in_days=expires_in,
+                name=name,
             ),
         )
     except ScopeError as exc:
@@ -142,13 +174,39 @@ def pat_create(
     click.echo(secret)
 
 
+def _pat_create_remote(
+    server: str,
+    token: str | None,
+    user_name: str | None,
+    scopes: tuple[str, ...],
+    expires_in: float | None,
+    name: str,
+) -> None:
+    if not token:
+        raise click.UsageError("--server needs --token (or PORTWAY_TOKEN).")
+    body: dict[str, Any] = {"scopes": list(scopes) or ["inference"], "name": name}
+    if user_name:
+        body["user"] = user_name
+    if expires_in is not None:
+        body["expires_in_days"] = expires_in
+    made = cli_tokens.remote_create(server, token, body)
+    expires_at = made["expires_at"]
+    expiry = "never" if expires_at is None else datetime.fromtimestamp(expires_at, UTC).isoformat()
+    click.echo(
+        f"# {made['id']} for {made['user']}, scopes {','.join(made['scopes'])}, expires {expiry}"
+    )
+    click.echo(made["token"])
+
+
 @pat.command("list")
 @click.option("--user", "user_name", help="Only this user's tokens.")
 @data_dir_option
 @database_option
 def pat_list(user_name: str | None, **options: Any) -> None:
     """One token a line, its id first; never the secret."""
-    found = _with_store(_settings(**options), lambda store: store.list_tokens(user_name))
+    settings = _settings(**options)
+    cli_tokens.require_database(settings, create=False)
+    found = _with_store(settings, lambda store: store.list_tokens(user_name))
     for info in found:
         state = "revoked" if info.revoked_at else "active"
         expires = info.expires_at.isoformat() if info.expires_at else "never"
@@ -164,7 +222,9 @@ def pat_list(user_name: str | None, **options: Any) -> None:
 @database_option
 def pat_revoke(token_id: str, **options: Any) -> None:
     """Revoke a token by id; servers refuse it within seconds."""
-    if not _with_store(_settings(**options), lambda store: store.revoke_token(token_id)):
+    settings = _settings(**options)
+    cli_tokens.require_database(settings, create=False)
+    if not _with_store(settings, lambda store: store.revoke_token(token_id)):
         raise click.ClickException(f"no active token with id {token_id}")
     click.echo(f"revoked {token_id}")
 

@@ -91,8 +91,10 @@ class AuthenticationFailed(PortwayError):
 
     def __init__(self) -> None:
         super().__init__(
-            "Incorrect API key provided. You can create a personal access token "
-            "with `portway pat create`."
+            "Incorrect API key provided. Get a personal access token from this server's "
+            "console (its address in a browser), or on the server's machine with "
+            "`portway pat create --data-dir SERVER_DATA_DIR`, or from anywhere with "
+            "`portway pat create --server URL --token ADMIN_TOKEN`."
         )
 
 

@@ -43,7 +43,7 @@ def test_a_bad_catalogue_is_reported(tmp_path: Path) -> None:
 
 
 def test_pat_create_prints_the_token_last(tmp_path: Path) -> None:
-    out = portway("pat", "create", "--user", "zed", "--data-dir", str(tmp_path)).stdout
+    out = portway("pat", "create", "--user", "zed", "--data-dir", str(tmp_path), "--create").stdout
     token = out.strip().splitlines()[-1]
     assert token.startswith("pwt_") and len(token) == 50
     listing = portway("pat", "list", "--data-dir", str(tmp_path)).stdout

@@ -135,7 +135,7 @@ def test_what_the_data_dir_keeps_is_private(server: Server) -> None:
 
 def test_a_fresh_data_dir_is_private(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
-    portway("pat", "create", "--user", "someone", "--data-dir", str(fresh))
+    portway("pat", "create", "--user", "someone", "--data-dir", str(fresh), "--create")
     assert mode(fresh) == 0o700
     assert mode(fresh / "portway.db") == 0o600
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from portway.api.deps import principal, services
+from portway.api.model_detail import detail
 from portway.protocol.models import ListModelsResponse, Model
 from portway.registry.models import ModelEntry
 
@@ -33,5 +34,6 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     who = await principal(request)
-    entry = services(request).registry.describe(model, who)
-    return _wire(entry).model_dump(mode="json")
+    registry = services(request).registry
+    entry = registry.describe(model, who)
+    return {**_wire(entry).model_dump(mode="json"), "portway": detail(entry, registry, who)}

@@ -33,6 +33,7 @@ async def issue_token(
     scopes: Sequence[str] = tokens.DEFAULT_SCOPES,
     expires_in_days: float | None = None,
     admin_user: bool = False,
+    name: str = "",
 ) -> tuple[str, TokenInfo]:
     """Create a token for ``user_name`` (creating the user if new); returns the
     secret, which is never stored, and the stored record."""
@@ -47,5 +48,6 @@ async def issue_token(
         last4=secret[-4:],
         scopes=check_scopes(scopes),
         expires_at=expires_at,
+        name=name,
     )
     return secret, info

@@ -62,6 +62,10 @@ class Authenticator:
             raise AuthenticationFailed()
         return Principal(user=info.user, token_id=info.id, scopes=info.scopes)
 
+    def forget(self, token_hash: bytes) -> None:
+        """Drop a cached look-up: a token revoked here is refused at once."""
+        self._cache.pop(token_hash, None)
+
     async def _lookup(self, token_hash: bytes) -> TokenInfo | None:
         now = time.monotonic()
         cached = self._cache.get(token_hash)

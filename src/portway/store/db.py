@@ -49,6 +49,7 @@ from portway.store.records import (
     ANONYMOUS_USER,
     RESPONSE_STATUSES,
     USAGE_STATUSES,
+    DailyUsage,
     ItemPage,
     RejectedUsage,
     RunnerModel,
@@ -223,6 +224,7 @@ def _token(row: RowMapping) -> TokenInfo:
         revoked_at=row[api_tokens.c.revoked_at],
         last4=row[api_tokens.c.last4],
         token_hash=bytes(row[api_tokens.c.token_hash]),
+        name=row[api_tokens.c.name],
     )
 
 
@@ -433,6 +435,7 @@ class Store:
         last4: str,
         scopes: Sequence[str],
         expires_at: datetime | None,
+        name: str = "",
     ) -> TokenInfo:
         """Store a new token for user ``user_id`` and return its metadata.
 
@@ -455,6 +458,7 @@ class Store:
             "created_at": _now(),
             "expires_at": expires_at,
             "revoked_at": None,
+            "name": name,
         }
         async with self._write() as conn:
             found = await conn.execute(select(users).where(users.c.id == user_id))
@@ -474,6 +478,7 @@ class Store:
             revoked_at=None,
             last4=last4,
             token_hash=token_hash,
+            name=name,
         )
 
     async def find_token(self, token_hash: bytes) -> TokenInfo | None:
@@ -492,6 +497,19 @@ class Store:
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         return [_token(row._mapping) for row in rows]
+
+    async def get_token(self, token_id: str) -> TokenInfo | None:
+        """The token with id ``token_id`` (revoked or expired included), or None."""
+        stmt = _token_select().where(api_tokens.c.id == token_id)
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else _token(row._mapping)
+
+    async def list_users(self) -> list[User]:
+        """Every user, by name."""
+        async with self._read() as conn:
+            rows = (await conn.execute(select(users).order_by(users.c.name))).all()
+        return [_user(row._mapping) for row in rows]
 
     async def revoke_token(self, token_id: str) -> bool:
         """Mark the token revoked now. False if unknown or already revoked."""
@@ -596,6 +614,42 @@ class Store:
             for name, model, requests, prompt, completion in rows
         ]
         return sorted(summaries, key=lambda s: (s.user, s.model))
+
+    async def usage_by_day(self, since: datetime, user_name: str | None = None) -> list[DailyUsage]:
+        """Totals per (UTC day, user, model) of requests started at or after
+        ``since``, for everyone or for ``user_name``, by day, user, model."""
+        _require_aware(since, "since")
+        day = self._day(usage_records.c.started_at).label("day")
+        stmt = (
+            select(
+                day,
+                users.c.name,
+                usage_records.c.model,
+                func.count(),
+                func.sum(usage_records.c.prompt_tokens),
+                func.sum(usage_records.c.completion_tokens),
+            )
+            .select_from(usage_records.outerjoin(users, usage_records.c.user_id == users.c.id))
+            .where(usage_records.c.started_at >= since)
+            .group_by(day, users.c.name, usage_records.c.model)
+        )
+        if user_name is not None:
+            stmt = stmt.where(users.c.name == user_name)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        found = [
+            DailyUsage(
+                str(when), name or ANONYMOUS_USER, model, int(count), int(p or 0), int(c or 0)
+            )
+            for when, name, model, count, p, c in rows
+        ]
+        return sorted(found, key=lambda row: (row.day, row.user, row.model))
+
+    def _day(self, column: Any) -> Any:
+        """``YYYY-MM-DD`` (UTC) of a stored datetime: SQLite keeps naive UTC text."""
+        if self.dialect == "postgresql":
+            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+        return func.substr(column, 1, 10)
 
     async def list_usage(self, user_name: str | None = None) -> list[UsageRecord]:
         """All usage records, or those of ``user_name``, by ``started_at``."""

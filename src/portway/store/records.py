@@ -56,6 +56,8 @@ class TokenInfo:
     last4: str
     token_hash: bytes = field(default=b"", repr=False)
     """The stored SHA-256 of the secret, for a constant-time comparison."""
+    name: str = ""
+    """What its owner called it when creating it (may be empty)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,19 @@ class RejectedUsage:
 class UsageSummary:
     """Usage totals for one (user, model) pair."""
 
+    user: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    """Usage totals for one (UTC day, user, model)."""
+
+    day: str
+    """``YYYY-MM-DD``, UTC."""
     user: str
     model: str
     requests: int

@@ -95,6 +95,7 @@ api_tokens = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=True),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("name", String(100), nullable=False, server_default=""),
 )
 
 usage_records = Table(

@@ -1,0 +1,100 @@
+"""``GET /usage``: requests and tokens from the ledger, summed per day, model or user.
+
+A token sees its own user's usage; one with the ``admin`` scope sees everyone's
+(or one user's with ``?user=``). ``group_by`` names any of ``day``, ``model`` and
+``user`` (comma-separated, default ``day,model``); ``days`` (1 to 366, default 30)
+is how many UTC days back, today included.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from portway.api.deps import principal
+from portway.auth.principal import Principal
+from portway.errors import InvalidRequest, PermissionDenied
+from portway.store import DailyUsage, Store
+
+router = APIRouter()
+
+GROUPS = ("day", "model", "user")
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+def _group_by(text: str | None) -> tuple[str, ...]:
+    named = [part.strip() for part in (text or "day,model").split(",") if part.strip()]
+    unknown = [part for part in named if part not in GROUPS]
+    if unknown or not named:
+        raise InvalidRequest(
+            f"Invalid value for 'group_by': use any of {', '.join(GROUPS)}, comma-separated.",
+            param="group_by",
+        )
+    return tuple(dict.fromkeys(named))
+
+
+def _days(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_DAYS
+    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+        raise InvalidRequest(
+            f"Invalid value for 'days': a whole number from 1 to {MAX_DAYS}.", param="days"
+        )
+    return int(text)
+
+
+def _whose(who: Principal, user: str | None) -> str | None:
+    """The user whose usage is read; None: everyone (admin scope only)."""
+    if who.is_admin:
+        return user
+    if user is not None and user != who.user.name:
+        raise PermissionDenied(
+            "Only a token with the 'admin' scope may read other users' usage.",
+            code="missing_scope",
+        )
+    return who.user.name
+
+
+def summarise(rows: list[DailyUsage], group_by: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows summed over every field not in ``group_by``, ordered by those."""
+    totals: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in rows:
+        key = tuple(getattr(row, name) for name in group_by)
+        total = totals[key]
+        total[0] += row.requests
+        total[1] += row.prompt_tokens
+        total[2] += row.completion_tokens
+    return [
+        {
+            **dict(zip(group_by, key, strict=True)),
+            "requests": requests,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        for key, (requests, prompt, completion) in sorted(totals.items())
+    ]
+
+
+@router.get("/usage")
+async def usage(request: Request) -> dict[str, Any]:
+    who = await principal(request)
+    query = request.query_params
+    group_by = _group_by(query.get("group_by"))
+    days = _days(query.get("days"))
+    user = _whose(who, query.get("user"))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = today - timedelta(days=days - 1)
+    store: Store = request.app.state.store
+    rows = await store.usage_by_day(since, user)
+    return {
+        "object": "list",
+        "group_by": list(group_by),
+        "since": since.date().isoformat(),
+        "user": user,
+        "data": summarise(rows, group_by),
+    }
