@@ -31,6 +31,7 @@ import json
 import os
 import random
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -495,13 +496,28 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill PID``, or SIGINT ignored in a background job) stops the soak
+    the way Ctrl-C does, so the server it started is stopped too."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> int:
+    stop_on_sigterm()
     args = parse_args()
     probe = args.run_dir / "probe.jsonl"
     os.environ["PORTWAY_SOAK_INTERVAL"] = str(args.interval)
     print(f"run dir {args.run_dir}", flush=True)
-    with soak_server(args.run_dir / "data", probe, args.server_env) as server:
+    server = soak_server(args.run_dir / "data", probe, args.server_env)
+    try:  # not ``with``: a server interrupted while starting is stopped too
+        server.start()
         summary = asyncio.run(soak(args, server, probe))
+    finally:
+        server.stop()
     args.run_dir.joinpath("summary.json").write_text(json.dumps(asdict(summary), indent=2))
     print(json.dumps(asdict(summary), indent=2))
     print(HEADER + "\n" + table_row(summary))

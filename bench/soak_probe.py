@@ -10,7 +10,10 @@ thread appends one JSON line to the file named by ``PORTWAY_SOAK_PROBE``:
   obtained with brk/mmap for arenas), ``inuse`` (allocated), ``free`` (held free
   inside arenas, what ``malloc_trim`` could give back), ``mmap`` (large blocks
   mapped on their own);
-- ``traced``: ``tracemalloc``'s traced bytes, when ``PYTHONTRACEMALLOC`` is set.
+- ``traced``: ``tracemalloc``'s traced bytes, when ``PYTHONTRACEMALLOC`` is set;
+- ``trim_ms``: with ``PORTWAY_SOAK_TRIM=1``, each sample first calls glibc's
+  ``malloc_trim(0)``, and this is how long it took (an experiment: what periodic
+  trimming would give back, and cost).
 
 These separate a growing Python heap from native memory (llama.cpp, torch) and
 from memory the allocator keeps but does not use. Only for ``bench/soak.py``.
@@ -72,18 +75,27 @@ def sample(mallinfo: Any) -> dict[str, float]:
     return found
 
 
-def record_forever(path: Path, interval: float) -> None:
+def record_forever(path: Path, interval: float, trim: bool) -> None:
+    """Samples every ``interval`` seconds; with ``trim``, first calls ``malloc_trim(0)``
+    and records how long it took (``trim_ms``)."""
     mallinfo = _mallinfo()
+    malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     while True:
+        found: dict[str, float] = {}
+        if trim:
+            started = time.perf_counter()
+            malloc_trim(0)
+            found["trim_ms"] = (time.perf_counter() - started) * 1000
         with path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(sample(mallinfo)) + "\n")
+            out.write(json.dumps(sample(mallinfo) | found) + "\n")
         time.sleep(interval)
 
 
 def main() -> None:
     path = Path(os.environ["PORTWAY_SOAK_PROBE"])
     interval = float(os.environ.get("PORTWAY_SOAK_INTERVAL", "10"))
-    threading.Thread(target=record_forever, args=(path, interval), daemon=True).start()
+    trim = bool(os.environ.get("PORTWAY_SOAK_TRIM"))
+    threading.Thread(target=record_forever, args=(path, interval, trim), daemon=True).start()
     from portway.cli import main as portway_main
 
     sys.argv[0] = "portway"
