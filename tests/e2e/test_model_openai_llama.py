@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -44,6 +45,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     assert server.stop() == 0
 
 
+def _check_finish(finish: str | None, text: str | None, usage: Any) -> None:
+    """What Gemma writes differs between CPUs (and a Python model takes no logit_bias
+    to forbid its end tokens): a reply may end before max_tokens (6), never after.
+    Tokens are one per chunk: this server reports no usage."""
+    assert usage is not None
+    if finish == "length":
+        assert text
+        assert usage.completion_tokens == 6
+    else:
+        assert finish == "stop"
+        assert usage.completion_tokens <= 6
+
+
 def test_unary_and_streamed_through_the_wrapped_server(served: ModelServer) -> None:
     client = openai.OpenAI(
         base_url=served.base_url + "/v1", api_key=served.admin_token, max_retries=0
@@ -56,10 +70,8 @@ def test_unary_and_streamed_through_the_wrapped_server(served: ModelServer) -> N
         temperature=0,  # type: ignore[arg-type]
     )
     assert reply.model == MODEL
-    assert reply.choices[0].message.content
     assert reply.usage is not None
-    assert reply.usage.completion_tokens == 6  # one per chunk: this server reports no usage
-    assert reply.choices[0].finish_reason == "length"
+    _check_finish(reply.choices[0].finish_reason, reply.choices[0].message.content, reply.usage)
     stream = client.chat.completions.create(
         model=MODEL,
         messages=messages,  # type: ignore[arg-type]
@@ -70,9 +82,9 @@ def test_unary_and_streamed_through_the_wrapped_server(served: ModelServer) -> N
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == 6
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    _check_finish(finish, text, chunks[-1].usage)
     rows = wait_for_rows(served, "admin", 2)
-    assert [row.completion_tokens for row in rows] == [6, 6]
+    assert sorted(row.completion_tokens for row in rows) == sorted(
+        [reply.usage.completion_tokens, chunks[-1].usage.completion_tokens]  # type: ignore[union-attr]
+    )
