@@ -14,7 +14,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -524,6 +524,15 @@ async def test_cancelling_the_consumer_stops_the_generation_at_the_next_token(
     assert tokens_of(deltas) == 2
 
 
+async def _until(condition: Callable[[], bool], attempts: int = 3000) -> None:
+    """Waits until ``condition`` holds (checked every 10 ms; a deadline, not a timing)."""
+    for _ in range(attempts):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
 async def test_queue_overflow_raises_overloaded(gguf_path: Path) -> None:
     model = LlamaCppBackend(gguf_path, max_queue=1, model_name="gemma-test")
     await model.start()
@@ -532,7 +541,7 @@ async def test_queue_overflow_raises_overloaded(gguf_path: Path) -> None:
         running = model.generate(request(max_tokens=3, temperature=0))
         await anext(running)  # holds the model
         queued = asyncio.create_task(collect(model, request(max_tokens=2, temperature=0)))
-        await asyncio.sleep(0.05)  # let it start waiting
+        await _until(lambda: model._waiting == 1)  # it waits its turn
 
         with pytest.raises(Overloaded, match="gemma-test"):
             await anext(model.generate(request(max_tokens=1)))
