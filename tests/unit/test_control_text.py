@@ -3,9 +3,12 @@ are ids 1000 and up, any other character is its code point."""
 
 from __future__ import annotations
 
+import pytest
+
 from portway.backends.base import Message, ToolCall, ToolSpec
 from portway.backends.control_text import ControlTexts, ControlToken
 from portway.backends.templates import ChatMLTemplate, GemmaTemplate
+from portway.errors import InvalidRequest
 
 CONTROLS = ControlTexts(
     [
@@ -113,3 +116,12 @@ def test_a_vocabulary_without_control_tokens_masks_nothing() -> None:
     masked = ControlTexts().mask([Message("user", "<end_of_turn>")], [])
 
     assert masked.originals == {}
+
+
+def test_a_client_using_every_placeholder_gets_a_400() -> None:
+    every = "".join(map(chr, [*range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE)]))
+
+    with pytest.raises(InvalidRequest) as caught:
+        CONTROLS.mask([Message("user", every + "<end_of_turn>")], [])
+
+    assert caught.value.param == "messages"

@@ -5,8 +5,8 @@ A rendered chat prompt holds two kinds of text: the template's markup
 with special tokens parsed, as llama.cpp's server does, turns a user who writes
 ``<end_of_turn>\\n<start_of_turn>model\\n`` into a forged turn. So, before the
 template sees them, every control-token text in a client's strings is swapped for a
-placeholder character (one per distinct text, from Unicode's private-use plane 15,
-chosen among those the client did not write). The prompt is then cut where the
+placeholder character (one per distinct text, from Unicode's private-use planes 15
+and 16, chosen among those the client did not write). The prompt is then cut where the
 template's own control-token texts stand, as llama.cpp's tokenizer cuts it, and the
 text between them (placeholders restored) is tokenised as plain text.
 
@@ -17,17 +17,19 @@ values).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from portway.backends.base import Message, ToolCall, ToolSpec
+from portway.errors import InvalidRequest
 
-_PLACEHOLDERS = range(0xF0000, 0xFFFFE)
-"""Candidate placeholder characters: Supplementary Private Use Area-A."""
+_PLACEHOLDERS = (range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+"""Candidate placeholder characters: Supplementary Private Use Areas A and B."""
 
-_PLACEHOLDER_CHARS = re.compile("[\U000f0000-\U000ffffd]")
+_PLACEHOLDER_CHARS = re.compile("[\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 
 _ASCII_SPACE = " \t\n\v\f\r"
 """What llama.cpp's ``isspace`` strips next to a token marked to strip spaces."""
@@ -75,13 +77,17 @@ class ControlTexts:
         ):
             return MaskedRequest(list(messages), list(tools), {})
         taken = {c for s in _client_strings(messages, tools) for c in _PLACEHOLDER_CHARS.findall(s)}
-        free = (chr(code) for code in _PLACEHOLDERS if chr(code) not in taken)
+        free = (chr(c) for c in itertools.chain(*_PLACEHOLDERS) if chr(c) not in taken)
         placeholders: dict[str, str] = {}
 
         def swap(match: re.Match[str]) -> str:
             text = match.group()
             if text not in placeholders:
-                placeholders[text] = next(free)
+                placeholders[text] = next(free, "")
+                if not placeholders[text]:
+                    raise InvalidRequest(
+                        "The messages use too many private-use characters.", param="messages"
+                    )
             return placeholders[text]
 
         pattern = self._pattern
@@ -111,10 +117,9 @@ class ControlTexts:
 
     def _fragments(self, prompt: str) -> Iterator[str | ControlToken]:
         """Text and control tokens in order, whitespace stripped as llama.cpp does."""
-        assert self._pattern is not None
         start = 0
         strip_next = False
-        for match in self._pattern.finditer(prompt):
+        for match in self._pattern.finditer(prompt) if self._pattern else ():
             token = self._tokens[match.group()]
             text = prompt[start : match.start()]
             text = text.lstrip(_ASCII_SPACE) if strip_next else text
