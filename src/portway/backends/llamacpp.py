@@ -13,6 +13,10 @@ Prompts that share a prefix with the previous one reuse its KV cache
 (``Llama.generate`` does that). Once started, the prompt's evaluation cannot be
 interrupted; cancellation is checked before every generated token.
 
+Prompts: only the chat template's own markup becomes control tokens; a control
+token's text that a client wrote (``<end_of_turn>`` in a message, say) is tokenised
+as plain text, so it cannot forge a turn (see ``control_text``).
+
 Token counts include every sampled token: an end-of-turn token counts (it has no
 text and no logprob), and so do the tokens of a stop string (they keep their
 logprobs) although their text is not emitted.
