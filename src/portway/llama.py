@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portway.backends.control_text import ControlTexts
 
 
 def open_llama(path: str | Path | None = None, **kwargs: Any) -> Any:
@@ -26,6 +29,20 @@ def open_llama(path: str | Path | None = None, **kwargs: Any) -> Any:
     kwargs.setdefault("verbose", False)
     with model_params(extra_buffer_types=not cpu_advertises_amx()):
         return Llama(str(path), **kwargs)
+
+
+def control_texts(llama: Any) -> ControlTexts:
+    """The control tokens of ``llama`` (from ``open_llama``) by their text.
+
+    Tokenising a prompt with special tokens parsed (as ``Llama.create_completion``
+    does with a string) lets a client who writes ``<end_of_turn>`` forge a turn. So
+    ``mask`` the messages, render the prompt from the masked ones, and give llama.cpp
+    ``tokenize``'s tokens: only the prompt's own markup becomes control tokens.
+    """
+    from portway.backends.control_text import ControlTexts
+    from portway.backends.llamacpp import control_tokens
+
+    return ControlTexts(control_tokens(llama))
 
 
 def _data_dir() -> Path:

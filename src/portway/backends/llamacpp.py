@@ -247,6 +247,21 @@ def cpu_advertises_amx() -> bool:
         return False
 
 
+def control_tokens(llama: Any) -> Iterator[tuple[str, ControlToken]]:
+    """The tokens of ``llama`` (a ``llama_cpp.Llama``) that llama.cpp parses from
+    text only when asked to (control and unknown tokens), by their text, with their
+    whitespace stripping."""
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    for token in range(int(llama.n_vocab())):
+        attr = int(llama_cpp.llama_vocab_get_attr(vocab, token))
+        if attr & _PARSED_ONLY_AS_SPECIAL:
+            text = llama_cpp.llama_vocab_get_text(vocab, token)
+            yield (
+                text.decode("utf-8", errors="replace"),
+                ControlToken(token, bool(attr & _LSTRIP), bool(attr & _RSTRIP)),
+            )
+
+
 def trained_context(metadata: Mapping[str, str]) -> int | None:
     """The context length a GGUF was trained with, from ``<arch>.context_length``."""
     architecture = metadata.get("general.architecture", "")
@@ -338,7 +353,7 @@ class LlamaCppBackend(ChatBackend):
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = int(llama.n_vocab())
         self._marker_ids = frozenset(self._single_token_ids(VISIBLE_MARKERS))
-        self._controls = ControlTexts(self._control_tokens())
+        self._controls = ControlTexts(control_tokens(llama))
         metadata: dict[str, str] = dict(llama.metadata)
         self._bos_text = self._special_text(int(llama.token_bos()))
         self._template = template_for(
@@ -447,18 +462,6 @@ class LlamaCppBackend(ChatBackend):
         if token < 0:
             return ""
         return self._piece(token, special=True).decode("utf-8", errors="replace")
-
-    def _control_tokens(self) -> Iterator[tuple[str, ControlToken]]:
-        """The tokens llama.cpp parses from text only when asked to (control and
-        unknown tokens), by their text, with their whitespace stripping."""
-        for token in range(self._n_vocab):
-            attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, token))
-            if attr & _PARSED_ONLY_AS_SPECIAL:
-                text = llama_cpp.llama_vocab_get_text(self._vocab, token)
-                yield (
-                    text.decode("utf-8", errors="replace"),
-                    ControlToken(token, bool(attr & _LSTRIP), bool(attr & _RSTRIP)),
-                )
 
     def _single_token_ids(self, texts: Iterable[str]) -> Iterator[int]:
         """Ids of the texts that are one token each (such as ``<end_of_turn>``)."""
