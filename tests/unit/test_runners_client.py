@@ -96,3 +96,18 @@ async def test_an_answer_too_large_for_a_frame_becomes_an_error(
     error = json.loads(sent[0])
     assert (error["type"], error["id"], error["status"]) == ("error", "c1", 500)
     assert "larger than a runner may send" in error["message"]
+
+
+async def test_an_answer_holding_nan_becomes_an_error_the_server_accepts() -> None:
+    sent: list[str] = []
+
+    class Socket:
+        async def send(self, text: str) -> None:
+            sent.append(text)
+
+    frame = {"type": "result", "id": "c1", "vectors": [[0.5, float("nan")]]}
+    await runner_client._send(cast(ClientConnection, Socket()), frame)
+    error = wire.parse_runner_frame(sent[0])
+    assert isinstance(error, wire.ErrorFrame)
+    assert (error.id, error.status) == ("c1", 500)
+    assert "NaN or Infinity" in error.message

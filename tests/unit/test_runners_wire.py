@@ -74,11 +74,24 @@ def test_delta_frames_parse_strictly() -> None:
         ('{"type":"delta","id":"c1","delta":{"finish_reason":"why"}}', "finish_reason"),
         ('{"type":"error","id":"c1","status":200,"message":"x"}', "status"),
         ('{"type":"delta","id":"","delta":{}}', "id"),
+        ('{"type":"result","id":"c1","vectors":[[0.5, NaN]]}', "vectors.0.1: .* finite"),
+        ('{"type":"result","id":"c1","vectors":[[Infinity]]}', "vectors.0.0: .* finite"),
+        (
+            '{"type":"delta","id":"c1","delta":{"text":"NaN",'
+            '"logprobs":[{"token":"a","bytes":[97],"logprob":-Infinity}]}}',
+            "logprob: .* finite",
+        ),
     ],
 )
 def test_bad_frames_are_refused_with_a_reason(frame: str, says: str) -> None:
     with pytest.raises(FrameError, match=says):
         parse_runner_frame(frame)
+
+
+def test_frames_may_write_nan_and_infinity_in_strings() -> None:
+    frame = parse_runner_frame('{"type":"delta","id":"c1","delta":{"text":"NaN or Infinity"}}')
+    assert isinstance(frame, DeltaFrame)
+    assert frame.delta.text == "NaN or Infinity"
 
 
 def hello(**model: object) -> str:

@@ -201,9 +201,14 @@ class RunnerClient:
 
 
 async def _send(ws: ClientConnection, frame: dict[str, Any]) -> None:
-    """Send ``frame``; an answer too large for one frame becomes an error instead
-    (the server would drop the connection, and the request would come back)."""
-    text = json.dumps(frame, separators=(",", ":"))
+    """Send ``frame``; an answer too large for one frame, or holding NaN or Infinity
+    (not JSON), becomes an error instead (the server would drop the connection, and
+    the request would come back)."""
+    try:
+        text = json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        error = PortwayError("The model's answer holds NaN or Infinity, which JSON cannot carry.")
+        text = json.dumps(error_frame(str(frame.get("id", "")), error))
     if len(text) > MAX_FRAME - 4096:
         limit = MAX_FRAME // 2**20
         error = PortwayError(f"The model's answer is larger than a runner may send ({limit} MiB).")

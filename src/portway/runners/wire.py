@@ -69,7 +69,8 @@ def image_request_from_json(data: Any) -> ImageRequest:
     return _IMAGE_REQUEST.validate_python(data)
 
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+"""Frames are standard JSON: ``NaN`` and ``Infinity`` are refused like any bad value."""
 CallId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
@@ -93,7 +94,7 @@ class RunnerTimeouts(BaseModel):
     the longest gap between two deltas. Past either the client gets 504
     ``runner_timeout`` and the runner a ``cancel``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     first_byte: float = Field(default=300.0, gt=0, le=86400)
     idle: float = Field(default=60.0, gt=0, le=86400)
 
