@@ -450,7 +450,7 @@ function chatPlayground(reference, model) {
       if (exc.name !== "AbortError") showError(error, exc);
     } finally {
       busy(false);
-      input.focus();
+      (toolForm.querySelector("textarea") || input).focus();
     }
   };
 
@@ -527,7 +527,7 @@ function chatPlayground(reference, model) {
     form.querySelector("textarea").focus();
   };
 
-  const form = h("form", { class: "composer", "aria-label": "Message" },
+  const form = h("form", { class: "composer", "aria-label": "Compose" },
     field("Message", input), h("div", { class: "row" }, send, stop, clear));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -695,7 +695,7 @@ async function tokensView() {
       h("div", { class: "row" }, h("h2", { id: "list-title", text: "Tokens" }),
         me.is_admin ? field("Of user", listFor) : null),
       h("table", { class: "tokens" },
-        h("thead", {}, h("tr", {}, ...["Name", "Id", "Scopes", "Ends", "Created", "Expires", "State", ""].map((x) => h("th", { scope: "col", text: x })))),
+        h("thead", {}, h("tr", {}, ...["Name", "Id", "Scopes", "Ends in", "Created", "Expires", "State", "Action"].map((x) => h("th", { scope: "col", text: x })))),
         table)));
   await loadUsers();
   await load();
@@ -703,7 +703,7 @@ async function tokensView() {
 
 // ------------------------------------------------------------------ usage
 
-function barChart(title, points, unit) {
+function barChart(title, points, unit, short = (label) => label.slice(5)) {
   const width = 640, height = 180, pad = 28;
   const top = Math.max(1, ...points.map((p) => p.value));
   const step = (width - pad) / Math.max(1, points.length);
@@ -712,11 +712,13 @@ function barChart(title, points, unit) {
   svg.append(s("text", { x: 0, y: 12, class: "tick" }, String(top)));
   points.forEach((point, i) => {
     const barHeight = (point.value / top) * (height - 20);
-    const bar = s("rect", { x: pad + i * step + 2, y: height - barHeight, width: Math.max(2, step - 4), height: barHeight, class: "bar" });
+    const barWidth = Math.max(2, Math.min(step - 4, 48));
+    const x = pad + i * step + (step - barWidth) / 2;
+    const bar = s("rect", { x, y: height - barHeight, width: barWidth, height: barHeight, class: "bar" });
     bar.append(s("title", {}, `${point.label}: ${point.value} ${unit}`));
     svg.append(bar);
     if (points.length <= 16 || i % Math.ceil(points.length / 8) === 0) {
-      svg.append(s("text", { x: pad + i * step + step / 2, y: height + 16, "text-anchor": "middle", class: "tick" }, point.label.slice(5)));
+      svg.append(s("text", { x: pad + i * step + step / 2, y: height + 16, "text-anchor": "middle", class: "tick" }, short(point.label)));
     }
   });
   return h("figure", {}, h("figcaption", { text: title }), svg);
@@ -758,9 +760,13 @@ async function usageView() {
       const tokens = [...byModel.values()].reduce((sum, m) => sum + m.prompt + m.completion, 0);
       const points = (key) => [...byDay].map(([label, value]) => ({ label, value: value[key] }));
       body.replaceChildren(
-        h("p", { id: "usage-total", class: "big", "data-requests": total, text: `${total} requests · ${tokens} tokens since ${found.since}` }),
+        h("p", { id: "usage-total", class: "big", "data-requests": total, text: `${total} ${total === 1 ? "request" : "requests"} · ${tokens} tokens since ${found.since}` }),
         h("div", { class: "charts" }, barChart("Requests per day", points("requests"), "requests"),
-          barChart("Tokens per day", points("tokens"), "tokens")),
+          barChart("Tokens per day", points("tokens"), "tokens"),
+          barChart("Requests per model", [...byModel].map(([label, m]) => ({ label, value: m.requests })),
+            "requests", (label) => label.split("/").pop().slice(0, 14)),
+          barChart("Tokens per model", [...byModel].map(([label, m]) => ({ label, value: m.prompt + m.completion })),
+            "tokens", (label) => label.split("/").pop().slice(0, 14))),
         h("table", { class: "per-model" }, h("caption", { text: "Per model" }),
           h("thead", {}, h("tr", {}, ...["Model", "Requests", "Prompt tokens", "Completion tokens"].map((x) => h("th", { scope: "col", text: x })))),
           h("tbody", {}, ...[...byModel].map(([name, m]) => h("tr", {}, h("td", { text: name }),
