@@ -3,7 +3,9 @@
     PortwayError                       500 server_error
     ├── InvalidRequest                 400 invalid_request_error
     │   ├── UnsupportedParameter       400 (param names the field)
-    │   └── ContextLengthExceeded      400 code context_length_exceeded
+    │   ├── ContextLengthExceeded      400 code context_length_exceeded
+    │   ├── SchemaError                400 (param names the schema; constrain)
+    │   └── InvalidModelReference      400 code invalid_model, param model (registry)
     ├── AuthenticationFailed           401 authentication_error
     ├── PermissionDenied               403 permission_error
     ├── NotFound                       404 invalid_request_error
@@ -17,8 +19,26 @@
     ├── TooManyConnections             503 code too_many_connections (Retry-After)
     ├── BackendError                   500 server_error (message is safe to show)
     ├── ModelFailed                    500 code model_error (a user model's exception)
+    ├── RunnerConflict                 409 code model_conflict (runners)
+    ├── RunnerLost                     502 code runner_lost (runners)
+    ├── RunnerUnavailable              503 code model_unavailable (runners; Retry-After)
+    ├── RunnerTimeout                  504 code runner_timeout (runners)
+    ├── UpstreamRejected               the upstream's own 4xx, relayed as it came
     ├── BadGateway                     502 code upstream_error (an upstream model failed)
+    │   ├── UpstreamUnavailable        502 (the upstream broke its API's promise)
+    │   ├── RehostFailed               502 (an upstream image could not be fetched or kept)
+    │   └── MalformedStream            502 (the upstream's stream is not JSON events)
+    │       ├── EventTooLarge          502 (one event over the size limit)
+    │       └── UpstreamStreamError    502 (the upstream reported an error mid-stream)
     └── GatewayTimeout                 504 code upstream_timeout (an upstream model was too slow)
+        └── UpstreamTimedOut           504 (slower than the model's timeouts allow)
+
+The subclasses named with a package in brackets, and the Upstream*, RehostFailed,
+MalformedStream and EventTooLarge errors of the hosted-model relay, are defined
+beside the code that raises them; ``UpstreamRejected``, ``UpstreamUnavailable``
+and ``UpstreamTimedOut`` also carry ``UpstreamFailure``, what the relay needs to
+decide on a retry or a fallback. ``tests/unit/test_errors_tree.py`` fails when a
+subclass is missing here.
 
 Foreign exceptions are translated at the boundary with ``raise X from exc``.
 """

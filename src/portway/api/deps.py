@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -94,7 +95,12 @@ def _param(loc: tuple[int | str, ...]) -> str | None:
 def invalid_request(exc: ValidationError) -> InvalidRequest:
     """The deepest validation problem (the branch of a union that got furthest),
     named the way OpenAI names parameters."""
-    errors = exc.errors(include_url=False)
+    return invalid_request_of(exc.errors(include_url=False))
+
+
+def invalid_request_of(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
+    """:func:`invalid_request` for pydantic's error details (FastAPI's too, their
+    locations without the ``query``, ``path``, ``header`` or ``body`` before them)."""
     error = max(errors, key=lambda found: len(_parts(tuple(found["loc"]))))
     kind = error["type"]
     param = _param(tuple(error["loc"]) + (("role",) if kind == "union_tag_invalid" else ()))

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from portway.api.deps import invalid_request_of
 from portway.errors import MethodNotAllowed, NotFound, PortwayError
 
 
@@ -31,7 +32,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(PortwayError("The request could not be validated."))
+    """A parameter FastAPI validated (not a body: routes parse theirs) is a 400 naming it."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{**error, "loc": tuple(error["loc"])[1:]} for error in exc.errors()]
+    return error_response(invalid_request_of(errors))
 
 
 def install(app: FastAPI) -> None:

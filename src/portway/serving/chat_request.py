@@ -14,6 +14,7 @@ from portway.backends.base import (
     Message,
     SamplingParams,
     ToolCall,
+    ToolMode,
     ToolSpec,
 )
 from portway.constrain.either import calls_or_answer
@@ -31,8 +32,6 @@ from portway.protocol.chat import (
 )
 
 NOT_YET = "is not supported by Portway yet"
-
-ToolMode = Literal["none", "auto", "required", "named"]
 
 
 @dataclass(frozen=True)
