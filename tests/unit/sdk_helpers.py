@@ -15,7 +15,7 @@ from portway.backends.base import (
     SamplingParams,
     ToolSpec,
 )
-from portway.backends.python_model import PythonChatBackend
+from portway.backends.python.model import PythonChatBackend
 from portway.sdk import ModelClass
 from portway.sdk.config import ModelConfig
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from portway.backends.digests import directory_digest
+from portway.backends.hf.builder import build_diffusers, image_capabilities
 from portway.registry import catalog
 from portway.registry.catalog import CatalogError, DiffusersSpec, SentenceTransformersSpec
-from portway.registry.media_builders import build_diffusers, image_capabilities
 
 MINILM = "sentence-transformers/embed/models/all-MiniLM-L6-v2"
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from portway.backends.embeddings import SentenceTransformerBackend, embedded_model_dir
+from portway.backends.hf.embeddings import SentenceTransformerBackend, embedded_model_dir
 
 pytest.importorskip("sentence_transformers")
 

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from portway.backends.base import ImageCapabilities, ImageRequest
-from portway.backends.images import DiffusersBackend
+from portway.backends.hf.images import DiffusersBackend
 from portway.errors import Overloaded
 from tests.tiny_diffusion import build_tiny_pipeline
 

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from portway.aio import aclose
 from portway.auth.principal import Principal
-from portway.backends.upstream import upstream_backend
-from portway.backends.upstream_http import open_session
+from portway.backends.upstream.backend import upstream_backend
+from portway.backends.upstream.http_client import open_session
+from portway.backends.upstream.sse import EventSplitter, EventTooLarge, MalformedStream
 from portway.errors import PortwayError
 from portway.registry.catalog import OpenAISpec
 from portway.registry.models import ModelEntry, Registry
@@ -23,7 +24,6 @@ from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
 from portway.serving.relay import RelayService
 from portway.serving.relay_endpoints import CHAT
-from portway.serving.relay_sse import EventSplitter, EventTooLarge, MalformedStream
 from portway.store import User
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from portway.backends.python.builder import build_python
 from portway.registry import catalog
 from portway.registry.catalog import CatalogError, PythonSpec
-from portway.registry.python_builder import build_python
 from portway.sdk import MissingRequirements, ModelConfigError, load_model_dir
 from portway.sdk.digest import folder_digest
 from tests.unit.sdk_helpers import write_folder

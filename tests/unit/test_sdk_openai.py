@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from portway.backends.python_model import PythonChatBackend
+from portway.backends.python.model import PythonChatBackend
 from portway.errors import PortwayError
 from portway.sdk import Reasoning, Text, ToolCallDelta, Usage, load_model_dir
 from portway.sdk.openai_model import chunk_outputs

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from portway.backends.upstream import Credentials, UpstreamBackend, _envelope
-from portway.backends.upstream_pool import EndpointPool, NoEndpointAvailable, Outcome, display_url
-from portway.backends.upstream_retry import RetryPolicy, retry_after_seconds
-from portway.registry import catalog
-from portway.registry.loader import BUILDERS
-from portway.serving.relay_endpoints import CHAT, RESPONSES, StreamState
-from portway.serving.relay_sse import (
+from portway.backends.upstream.backend import Credentials, UpstreamBackend, _envelope
+from portway.backends.upstream.pool import EndpointPool, NoEndpointAvailable, Outcome, display_url
+from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
+from portway.backends.upstream.sse import (
     EventSplitter,
     MalformedStream,
     ModelRewriter,
     estimate_tokens,
     parse_event,
 )
+from portway.registry import catalog
+from portway.registry.loader import BUILDERS
+from portway.serving.relay_endpoints import CHAT, RESPONSES, StreamState
 from portway.store import Store
 from portway.store.secrets import SecretBox, SecretError, read_secret, set_secret
 

@@ -15,9 +15,9 @@ import pytest
 from portway.aio import aclose
 from portway.auth.principal import Principal
 from portway.backends.scripted import ScriptedBackend
-from portway.backends.upstream import UpstreamBackend, upstream_backend
-from portway.backends.upstream_http import open_session
-from portway.backends.upstream_pool import Outcome
+from portway.backends.upstream.backend import UpstreamBackend, upstream_backend
+from portway.backends.upstream.http_client import open_session
+from portway.backends.upstream.pool import Outcome
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.registry.catalog import CatalogError, OpenAISpec
 from portway.registry.models import ModelEntry, Registry

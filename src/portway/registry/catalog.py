@@ -53,13 +53,13 @@ from pydantic import (
     model_validator,
 )
 
-from portway.registry.refs import SEGMENT
-from portway.registry.upstream_spec import (
+from portway.backends.upstream.spec import (
     MAX_EVENT_BYTES,
     UpstreamRetries,
     UpstreamTimeouts,
     clean_base_url,
 )
+from portway.registry.refs import SEGMENT
 from portway.runners.wire import RunnerTimeouts
 
 DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
@@ -145,7 +145,7 @@ class OpenAISpec(BaseSpec):
 
     ``endpoints`` lists replicas (base URLs); ``api_key_env`` names an environment
     variable and ``api_key_secret`` a secret stored with ``portway secret set``.
-    See ``portway.registry.upstream_spec`` for an example.
+    See ``portway.backends.upstream.spec`` for an example.
     """
 
     backend: Literal["openai"]

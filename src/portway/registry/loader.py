@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from portway.backends.base import ModelBackend
+from portway.backends.hf.builder import build_diffusers, build_sentence_transformers
+from portway.backends.python.builder import build_python
 from portway.backends.scripted import ScriptedBackend
-from portway.backends.upstream import build_openai
+from portway.backends.upstream.builder import build_openai
 from portway.registry import catalog
 from portway.registry.catalog import Catalog, LlamaCppSpec, RunnerSpec, ScriptedSpec
-from portway.registry.media_builders import build_diffusers, build_sentence_transformers
 from portway.registry.models import ModelEntry, Registry
-from portway.registry.python_builder import build_python
 from portway.registry.refs import ModelRef
 from portway.registry.versions import version_id
 from portway.store import Store

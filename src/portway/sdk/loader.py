@@ -91,7 +91,7 @@ def load_model_dir(path: Path | str) -> LoadedModel:
     Raises ``ModelConfigError`` or ``MissingRequirements``; whatever importing
     ``model.py`` raises propagates.
     """
-    from portway.backends.python_model import backend_for
+    from portway.backends.python.model import backend_for
     from portway.registry.versions import version_id
 
     folder = Path(path).resolve()

@@ -141,7 +141,7 @@ class OpenAIModelClass(ModelClass):
         """Portway's upstream client for this server, made once per event loop."""
         loop = asyncio.get_running_loop()
         if self._upstream is None or self._loop is not loop:
-            from portway.backends.upstream import UpstreamChat
+            from portway.backends.upstream.backend import UpstreamChat
             from portway.registry.catalog import OpenAISpec
 
             spec = OpenAISpec(
@@ -152,7 +152,7 @@ class OpenAIModelClass(ModelClass):
                 base_url=self.resolved_base_url,
                 upstream_model=self.setting("model") or self.config.id,
             )
-            from portway.backends.upstream_http import open_session
+            from portway.backends.upstream.http_client import open_session
 
             upstream = UpstreamChat(spec)
             self._session = open_session()

@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from portway.backends.upstream import Exchange, UpstreamBackend, UpstreamFailure
-from portway.backends.upstream_pool import Outcome
+from portway.backends.upstream.backend import Exchange, UpstreamBackend, UpstreamFailure
+from portway.backends.upstream.pool import Outcome
+from portway.backends.upstream.sse import EventSplitter, parse_event, parse_json
 from portway.errors import PortwayError
-from portway.serving.relay_sse import EventSplitter, parse_event, parse_json
 
 
 async def _open(upstream: UpstreamBackend, body: bytes, until: float) -> Exchange:

@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp.helpers import proxies_from_env
 from yarl import URL
 
-from portway.backends.upstream_http import proxy_for
+from portway.backends.upstream.http_client import proxy_for
 from portway.errors import BadGateway
 from portway.serving.address_guard import AddressPolicy, AddressRefused, GuardedResolver, ip_literal
 from portway.serving.media import MediaStore

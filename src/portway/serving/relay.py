@@ -28,14 +28,21 @@ import aiohttp
 from pydantic_core import from_json
 
 from portway.backends.base import RelayBackend
-from portway.backends.upstream import (
+from portway.backends.upstream.backend import (
     Exchange,
     UpstreamBackend,
     UpstreamFailure,
     UpstreamUnavailable,
 )
-from portway.backends.upstream_http import open_session
-from portway.backends.upstream_pool import Outcome
+from portway.backends.upstream.http_client import open_session
+from portway.backends.upstream.pool import Outcome
+from portway.backends.upstream.sse import (
+    EventSplitter,
+    MalformedStream,
+    ModelRewriter,
+    parse_event,
+    parse_json,
+)
 from portway.errors import PortwayError
 from portway.registry.catalog import CatalogError
 from portway.registry.models import ModelEntry, Registry
@@ -45,13 +52,6 @@ from portway.serving.media import MediaStore
 from portway.serving.metering import Recorder
 from portway.serving.rehost import Rehoster
 from portway.serving.relay_endpoints import RelayEndpoint, StreamState
-from portway.serving.relay_sse import (
-    EventSplitter,
-    MalformedStream,
-    ModelRewriter,
-    parse_event,
-    parse_json,
-)
 from portway.serving.usage import Meter
 from portway.store import Store
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from portway import sse
 from portway.backends.base import Kind
-from portway.errors import PortwayError, UnsupportedParameter
-from portway.serving.relay_sse import (
+from portway.backends.upstream.sse import (
     Event,
     MalformedStream,
     ModelRewriter,
     estimate_tokens,
     parse_json,
 )
+from portway.errors import PortwayError, UnsupportedParameter
 
 
 class UpstreamStreamError(MalformedStream):

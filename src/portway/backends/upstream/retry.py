@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from portway.registry.upstream_spec import UpstreamRetries
+from portway.backends.upstream.spec import UpstreamRetries
 
 
 @dataclass(frozen=True)

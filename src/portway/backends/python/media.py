@@ -14,7 +14,7 @@ from portway.backends.base import (
     ImageBackend,
     ImageRequest,
 )
-from portway.backends.python_model import model_failed
+from portway.backends.python.model import model_failed
 from portway.errors import ModelFailed, UnsupportedParameter
 from portway.sdk.config import ModelConfig
 from portway.sdk.model import ModelClass

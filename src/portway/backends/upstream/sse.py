@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 from pydantic_core import from_json
 
+from portway.backends.upstream.spec import MAX_EVENT_BYTES
 from portway.errors import BadGateway
-from portway.registry.upstream_spec import MAX_EVENT_BYTES
 
 SSE_FIELDS = frozenset({b"data", b"event", b"id", b"retry"})
 

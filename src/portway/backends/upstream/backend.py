@@ -23,22 +23,21 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 import anyio
 
 from portway import __version__
-from portway.backends.base import Kind, ModelBackend, RelayBackend
-from portway.backends.upstream_http import open_session, proxy_for
-from portway.backends.upstream_pool import (
+from portway.backends.base import Kind, RelayBackend
+from portway.backends.upstream.http_client import open_session, proxy_for
+from portway.backends.upstream.pool import (
     Endpoint,
     EndpointPool,
     NoEndpointAvailable,
     Outcome,
 )
-from portway.backends.upstream_retry import RetryPolicy, retry_after_seconds
+from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
 from portway.errors import BadGateway, GatewayTimeout, PortwayError
 from portway.registry.catalog import OpenAISpec
 
@@ -420,12 +419,3 @@ KINDS: dict[str, type[UpstreamBackend]] = {
 def upstream_backend(spec: OpenAISpec) -> UpstreamBackend:
     """The backend for ``spec``, of the kind the catalogue declares."""
     return KINDS[spec.kind](spec)
-
-
-def build_openai(spec: OpenAISpec, data_dir: Path) -> tuple[ModelBackend, str]:
-    """The catalogue builder (see registry/loader.py): the backend, and a version
-    that changes with what the model is (its upstream and name there), not with
-    timeouts, keys or fallbacks."""
-    from portway.registry.versions import version_id
-
-    return upstream_backend(spec), version_id("openai", spec.kind, spec.urls, spec.upstream_model)

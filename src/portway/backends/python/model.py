@@ -24,8 +24,8 @@ from portway.backends.base import (
     GenerationRequest,
     ModelBackend,
 )
-from portway.backends.python_bridge import ThreadedIterator
-from portway.backends.python_yields import YieldConverter, request_params, to_dicts
+from portway.backends.python.bridge import ThreadedIterator
+from portway.backends.python.yields import YieldConverter, request_params, to_dicts
 from portway.errors import ContextLengthExceeded, ModelFailed, PortwayError
 from portway.sdk.config import ModelConfig
 from portway.sdk.model import ModelClass
@@ -145,7 +145,7 @@ def backend_for(model: ModelClass, config: ModelConfig) -> ModelBackend:
     """The backend for ``config.kind``."""
     if config.kind == "chat":
         return PythonChatBackend(model, config)
-    from portway.backends.python_media import PythonEmbeddingBackend, PythonImageBackend
+    from portway.backends.python.media import PythonEmbeddingBackend, PythonImageBackend
 
     if config.kind == "embedding":
         return PythonEmbeddingBackend(model, config)

@@ -1,4 +1,4 @@
-"""Build embedding and image backends from their catalogue entries (see loader.py)."""
+"""The catalogue builders of embedding and image models (see registry/loader.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _digest_cache(data_dir: Path) -> Path:
 
 
 def build_sentence_transformers(spec: SentenceTransformersSpec, data_dir: Path) -> Built:
-    from portway.backends.embeddings import SentenceTransformerBackend, embedded_model_dir
+    from portway.backends.hf.embeddings import SentenceTransformerBackend, embedded_model_dir
 
     if spec.path is None:
         path = embedded_model_dir(MINILM_PACKAGE)
@@ -64,7 +64,7 @@ def image_capabilities(spec: DiffusersSpec) -> ImageCapabilities:
 
 
 def build_diffusers(spec: DiffusersSpec, data_dir: Path) -> Built:
-    from portway.backends.images import DiffusersBackend
+    from portway.backends.hf.images import DiffusersBackend
 
     path = _model_dir(spec.reference, spec.path)
     backend = DiffusersBackend(
