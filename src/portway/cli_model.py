@@ -14,7 +14,7 @@ import click
 
 from portway.bootstrap import ADMIN
 from portway.private import private_dir
-from portway.settings import Settings
+from portway.settings import Settings, clean_public_url
 
 folder_argument = click.argument(
     "folder", type=click.Path(path_type=Path, file_okay=False, exists=True)
@@ -104,6 +104,13 @@ def model_catalog(folder: Path, config: Any) -> str:
     return f"default_model = false\ndefault_embedding_model = false\n\n[[models]]\n{fields}\n"
 
 
+def _public_url(value: str | None) -> str | None:
+    try:
+        return None if value is None else clean_public_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @model.command("serve")
 @folder_argument
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -111,6 +118,12 @@ def model_catalog(folder: Path, config: Any) -> str:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="[env PORTWAY_DATA_DIR]")
 @click.option("--database-url", help="SQLAlchemy URL [env PORTWAY_DATABASE_URL].")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds for in-flight requests.")
+@click.option(
+    "--public-url",
+    envvar="PORTWAY_PUBLIC_URL",
+    callback=lambda _ctx, _param, value: _public_url(value),
+    help="Where clients reach the server [default: http://HOST:PORT; env PORTWAY_PUBLIC_URL].",
+)
 @click.pass_context
 def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **options: Any) -> None:
     """Serve the model in FOLDER on a local Portway (default models off).
@@ -132,7 +145,7 @@ def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **op
     os.environ["PORTWAY_DATA_DIR"] = str(settings.data_dir)  # for the model (open_llama)
     catalog = settings.data_dir / "model-serve.toml"
     catalog.write_text(model_catalog(folder, config), encoding="utf-8")
-    base = f"http://{options['host']}:{options['port']}/v1"
+    base = (options["public_url"] or f"http://{options['host']}:{options['port']}") + "/v1"
     click.echo(f"serving {config.owned_by(ADMIN)} at {base} (data in {settings.data_dir})")
     sys.stdout.flush()
     ctx.invoke(serve, data_dir=settings.data_dir, config=catalog, **options)
