@@ -27,6 +27,7 @@ from tests.e2e.server import SCRIPTED_CATALOG, Server
 pytestmark = pytest.mark.e2e
 
 SCRIPTED = "portway/test/models/scripted"
+GEMMA = "google/gemma/models/gemma-3-270m"
 HERMES = "portway/test/models/hermes"
 SLOW = "portway/test/models/slow"
 ART = "portway/art/models/tiny-sd"
@@ -138,7 +139,7 @@ def snap(page: Any, shots: Path, name: str, docs: bool = False) -> None:
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     if docs and os.environ.get("PORTWAY_DOCS_SHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
-        page.screenshot(path=str(DOCS / f"console-{name}.png"))
+        page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
 
 
 def _client(server: Server, token: str) -> openai.OpenAI:
@@ -184,6 +185,10 @@ def test_a_model_page_at_the_models_url(page: Any, server: Server, shots: Path) 
     page.get_by_role("tab", name="cURL").click()
     expect(snippet).to_contain_text(f"curl {server.base_url}/v1/chat/completions")
     page.get_by_role("tab", name="Python").click()
+    snap(page, shots, "model-page-scripted")
+    page.goto(f"{server.base_url}/{GEMMA}")
+    expect(page.get_by_role("heading", name=GEMMA, exact=True)).to_be_visible()
+    expect(page.locator("dl.facts")).to_contain_text("Structured outputs")
     snap(page, shots, "model-page", docs=True)
     as_json = httpx.get(f"{server.base_url}/{HERMES}", headers={"Accept": "application/json"})
     assert as_json.status_code == 404 and as_json.json()["error"]["code"] == "not_found"
