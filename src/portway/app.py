@@ -17,6 +17,7 @@ from portway.api.fast import FastRoutes, fast_routes
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
 from portway.console import pages as console_pages
+from portway.malloc_tuning import MemoryTrimmer
 from portway.middleware import BodyLimit, RequestLog
 from portway.private import private_dir
 from portway.registry import catalog
@@ -77,9 +78,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         log.info("serving %d models at %s/v1", len(registry.entries()), settings.public_base_url)
         gc_tuning.after_startup()
+        trimmer = MemoryTrimmer()
+        trimmer.start()
         try:
             yield
         finally:
+            await trimmer.stop()
             runner_hub.close()
             await media_store.stop()
             await recorder.stop()
