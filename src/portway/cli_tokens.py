@@ -13,7 +13,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from portway.settings import Settings
-from portway.store.db import normalise_url
+from portway.store.engine import normalise_url
 
 NO_DATABASE = (
     "There is no database at {path}, so no server uses this data dir ({data_dir}).\n"

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, make_url
 
 from portway.store import Store
-from portway.store.db import _alembic_config
+from portway.store.engine import _alembic_config
 from portway.store.records import StoredResponse
 from tests.services import require_service
 from tests.unit import test_store as base

@@ -38,7 +38,7 @@ from portway.store import (
     UsageSummary,
     User,
 )
-from portway.store.db import _alembic_config
+from portway.store.engine import _alembic_config
 from portway.store.records import RunnerModel
 from portway.store.tables import metadata
 from tests.services import require_service
@@ -64,7 +64,7 @@ def _head() -> str:
     """The newest migration, so these tests need no edit when one is added."""
     from alembic.script import ScriptDirectory
 
-    from portway.store.db import MIGRATIONS_DIR
+    from portway.store.engine import MIGRATIONS_DIR
 
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     assert head is not None
