@@ -34,6 +34,7 @@ import re
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,8 @@ from servers import BENCH_DIR, PortwayServer, free_port
 CHAT_MODEL = "gemma-3-270m"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 SECTION = "## Memory under steady load"
+FINDINGS = "### Findings"
+"""Where the section's hand-written part starts; a run keeps it."""
 BENCHMARKS = BENCH_DIR.parent / "BENCHMARKS.md"
 MIB = 1024 * 1024
 VOCABULARY = (
@@ -318,6 +321,7 @@ class Summary:
     rss_mib: dict[str, float]
     hwm_mib: float
     slope_second_half_mib_per_hour: float
+    malloc_inuse_end_mib: float
     malloc_free_end_mib: float
     requests: dict[str, int]
     errors: dict[str, int]
@@ -346,6 +350,7 @@ def summarise(
         rss_mib={k: round(v, 1) for k, v in rss.items()},
         hwm_mib=round(samples[-1]["VmHWM"] / MIB, 1),
         slope_second_half_mib_per_hour=round(slope_mib_per_hour(samples), 1),
+        malloc_inuse_end_mib=round(samples[-1].get("malloc_inuse", 0) / MIB, 1),
         malloc_free_end_mib=round(samples[-1].get("malloc_free", 0) / MIB, 1),
         requests=dict(tally.requests),
         errors=dict(tally.errors),
@@ -362,14 +367,16 @@ def table_row(s: Summary) -> str:
     return (
         f"| {s.label} | {s.minutes:g} | {sum(s.requests.values()):,} | "
         f"{sum(s.errors.values())} | {curve} | {r['peak']:,.0f} | {s.hwm_mib:,.0f} | "
-        f"{s.slope_second_half_mib_per_hour:+,.0f} | {s.malloc_free_end_mib:,.0f} | "
+        f"{s.slope_second_half_mib_per_hour:+,.0f} | "
+        f"{s.malloc_inuse_end_mib:,.0f} / {s.malloc_free_end_mib:,.0f} | "
         f"{s.other_load_cpus:.2f} |"
     )
 
 
 HEADER = (
     "| run | minutes | requests | errors | RSS MiB at 0 / 25 / 50 / 75 / 100% | peak RSS "
-    "| VmHWM | RSS slope, 2nd half (MiB/h) | malloc free at end (MiB) | other load (CPUs) |\n"
+    "| VmHWM | RSS slope, 2nd half (MiB/h) | malloc in use / free at end (MiB) "
+    "| other load (CPUs) |\n"
     "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
 )
 
@@ -378,32 +385,40 @@ def section(summary: Summary, current: str) -> str:
     """This bench's section: the text, and the table with ``summary``'s row replacing
     the row of the same label (other rows kept)."""
     old = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", current, re.MULTILINE | re.DOTALL)
+    table = old.group(0).split(FINDINGS, 1)[0] if old else ""
     rows = [
         line
-        for line in (old.group(0).splitlines() if old else [])
+        for line in table.splitlines()
         if line.startswith("| ")
         and not line.startswith("| run ")
         and line.split("|")[1].strip() != summary.label
     ]
+    kept = old.group(0).split(FINDINGS, 1)[1].strip() if old and FINDINGS in old.group(0) else ""
     mix = ", ".join(f"{kind} {weight}" for kind, weight in MIX.items())
+    about = (
+        "`bench/soak.py` (`make bench-soak`): a real `portway serve` with the default "
+        "catalogue (embedded Gemma 3 270M and all-MiniLM-L6-v2) under steady load from "
+        f"{summary.clients} concurrent clients (the `openai` client; each sends its next "
+        f"request when the last is answered). Mix by weight: {mix}. Structured output "
+        "uses a schema never seen before, so the grammar caches keep evicting; Responses "
+        "are stored, some continue an earlier one. RSS is the server process's `VmRSS`, "
+        "sampled every 10 s; the slope is a least-squares fit over the second half of the "
+        "run; malloc in use / free is glibc's `mallinfo2` over all arenas (free counts "
+        "pages `malloc_trim` already gave back too). Other load is what processes "
+        "outside the soak used meanwhile, in CPUs."
+    )
     return "\n".join(
         [
             SECTION,
             "",
-            "`bench/soak.py` (`make bench-soak`): a real `portway serve` with the default",
-            "catalogue (embedded Gemma 3 270M and all-MiniLM-L6-v2) under steady load from",
-            f"{summary.clients} concurrent clients (the `openai` client; each sends its next",
-            f"request when the last is answered). Mix by weight: {mix} (structured output",
-            "uses a schema never seen before, so the grammar caches keep evicting; Responses",
-            "are stored, some continue an earlier one). RSS is the server process's `VmRSS`",
-            "every 10 s; the slope is a least-squares fit over the second half of the run;",
-            "malloc free is what glibc holds free inside its arenas (`mallinfo2`).",
+            textwrap.fill(about, 88),
             "",
-            f"Latest run: {summary.machine}.",
+            textwrap.fill(f"Latest run: {summary.machine}.", 88),
             "",
             HEADER,
             *rows,
             table_row(summary),
+            *(["", FINDINGS, "", kept] if kept else []),
             "",
         ]
     )
