@@ -97,7 +97,7 @@ class Server:
         return args
 
     def start(self, timeout: float = 180.0) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.data_dir / "portway.toml").write_text(self.catalog)
         command = [sys.executable, "-m", "portway", "serve", "--port", str(self.port)]
         with self.log_path.open("ab") as log:

@@ -46,6 +46,7 @@ def test_restart_keeps_tokens_versions_and_prints_the_token_once(fresh_dir: Path
     first = Server(fresh_dir, CATALOG).start()
     try:
         assert len(TOKEN_LINE.findall(first.log_text())) == 1
+        assert "open to other local users" not in first.log_text()  # the harness made it 0700
         version = _client(first).models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
     finally:
         assert first.stop() == 0

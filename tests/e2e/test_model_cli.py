@@ -107,7 +107,7 @@ class ModelServer(Server):
     folder: Path = field(default_factory=Path)
 
     def start(self, timeout: float = 120.0) -> ModelServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         command = [sys.executable, "-m", "portway", "model", "serve", str(self.folder)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
