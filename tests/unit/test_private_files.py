@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from portway.private import private_dir, read_or_create
+from portway.serving.ledger_journal import Journal
 from portway.serving.media import MediaKeyError, MediaStore
 from portway.store import Store
 from portway.store.secrets import SecretBox
@@ -67,6 +68,14 @@ def test_keys_and_media_files_are_private(tmp_path: Path) -> None:
     [stored] = (tmp_path / "media").iterdir()
     assert mode(stored) == 0o600
     assert link.startswith("/media/")
+
+
+def test_the_usage_journal_and_its_segments_are_private(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "ledger")
+    journal.append(b"{}\n")
+    journal.close()
+    assert mode(tmp_path / "ledger") == 0o700
+    assert {mode(path) for path in (tmp_path / "ledger").iterdir()} == {0o600}
 
 
 def test_an_empty_media_key_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ exclusive ``flock`` on ``{owner}.lock`` while it lives (the kernel releases it
 when the process dies, however it dies); another process that can take that
 lock adopts the dead owner's segments by renaming them into its own name, so a
 segment is replayed by one process at a time. Replays are idempotent anyway:
-every row carries a unique ``entry_id``.
+every row carries a unique ``entry_id``. The directory is made mode 0700 (see
+:mod:`portway.private`), its files 0600.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from portway.private import private_dir
 from portway.store import UsageRecord
 
 log = logging.getLogger("portway.usage")
@@ -67,7 +69,7 @@ class Journal:
     """This process's segments in ``directory``, and the adoption of dead ones'."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self.directory = directory
         self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._lock = _locked_file(directory, self.owner)
