@@ -26,6 +26,9 @@ Use it from Python:
         messages=[{{"role": "user", "content": "Write a haiku about ports."}}],
     )
     print(reply.choices[0].message.content)
+
+Or open {base}/ in a browser and sign in with it: every model, a playground,
+tokens and usage.
 """
 
 
@@ -34,7 +37,9 @@ async def ensure_first_admin(store: Store, settings: Settings, model: str | None
     uses ``model`` (a chat model the server serves; default: the embedded one)."""
     if await store.count_users():
         return
-    token, _ = await issue_token(store, ADMIN, scopes=("inference", "admin"), admin_user=True)
+    token, _ = await issue_token(
+        store, ADMIN, scopes=("inference", "admin"), admin_user=True, name="first start"
+    )
     model = model or f"{DEFAULT_USER}/{DEFAULT_APP}/models/{DEFAULT_MODEL}"
     text = SNIPPET.format(user=ADMIN, token=token, base=settings.public_base_url, model=model)
     sys.stdout.write(text)

@@ -232,6 +232,24 @@ def test_a_forced_tool_call_is_shown_and_answered(page: Any, server: Server, sho
     snap(page, shots, "playground", docs=True)
 
 
+def test_json_schema_mode_sends_the_schema(page: Any, server: Server) -> None:
+    """The request carries the schema; what Gemma writes is not asserted."""
+    expect = _expect()
+    sign_in(page, server, server.admin_token, f"/{GEMMA}")
+    page.get_by_label("Answer in JSON matching a schema").check()
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    page.get_by_label("JSON schema").fill(json.dumps(schema))
+    page.get_by_label("Max tokens").fill("24")
+    page.get_by_label("Message", exact=True).fill("Is water wet?")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.get_by_role("button", name="Send", exact=True).click()
+    body = sent.value.post_data_json
+    assert body["response_format"]["json_schema"]["schema"] == schema
+    assert (body["stream"], body["max_tokens"]) == (True, 24)
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled(timeout=60_000)
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+
 def test_the_responses_api_in_the_playground(page: Any, server: Server) -> None:
     expect = _expect()
     sign_in(page, server, server.admin_token, f"/{SCRIPTED}")

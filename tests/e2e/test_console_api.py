@@ -167,3 +167,9 @@ def test_a_model_url_is_a_page_for_browsers_and_404_json_for_the_rest(server: Se
     script = httpx.get(server.base_url + "/console/static/console.js")
     assert script.headers["content-type"].startswith("text/javascript")
     assert httpx.get(server.base_url + "/console/static/../app.py").status_code == 404
+
+
+def test_the_first_start_names_the_console(server: Server) -> None:
+    assert f"Or open {server.base_url}/ in a browser and sign in" in server.log_text()
+    first = _call(server, server.admin_token, "GET", "/v1/tokens").json()["data"][0]
+    assert first["name"] == "first start"
