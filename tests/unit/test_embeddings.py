@@ -276,20 +276,38 @@ async def test_a_lone_caller_never_waits_for_company() -> None:
     await batcher.close()
 
 
-async def test_callers_that_come_together_wait_for_each_other() -> None:
+WINDOW = 1234.5
+"""The batcher's ``max_wait`` in the test below, whose sleep the test holds open."""
+
+
+async def test_callers_that_come_together_wait_for_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[list[int]] = []
 
     def record(items: list[int]) -> list[int]:
         calls.append(items)
         return items
 
-    batcher: Batcher[int, int] = Batcher(record, max_batch=8, max_wait=0.5)
+    in_window, window_closes = asyncio.Event(), asyncio.Event()
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        """The batcher's wait for company lasts until the test ends it."""
+        if delay != WINDOW:
+            return await real_sleep(delay, result)
+        in_window.set()
+        await window_closes.wait()
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    batcher: Batcher[int, int] = Batcher(record, max_batch=8, max_wait=WINDOW)
     await asyncio.gather(batcher.submit([1]), batcher.submit([2]))
-
-    async def later(item: int) -> list[int]:
-        await asyncio.sleep(0.05)
-        return await batcher.submit([item])
-
-    await asyncio.gather(batcher.submit([3]), later(4))
+    first = asyncio.ensure_future(batcher.submit([3]))
+    await asyncio.wait_for(in_window.wait(), timeout=60)  # a deadline against hangs
+    late = asyncio.ensure_future(batcher.submit([4]))
+    await real_sleep(0)  # the late caller is queued
+    window_closes.set()
+    assert list(await asyncio.wait_for(asyncio.gather(first, late), timeout=60)) == [[3], [4]]
     await batcher.close()
     assert calls == [[1, 2], [3, 4]]
