@@ -10,10 +10,9 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
 
 # --------------------------------------------------------------------------- statistics
 
@@ -83,43 +82,6 @@ def machine() -> Machine:
         portway=metadata.version("portway"),
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
-
-
-# --------------------------------------------------------------------------- llama.cpp
-
-
-def cpu_advertises_amx() -> bool:
-    """As Portway: AMX kernels crash on VMs that advertise AMX without enabling it."""
-    flags = _proc_value("/proc/cpuinfo", "flags").split()
-    return "amx_tile" in flags
-
-
-@contextlib.contextmanager
-def llama_load_settings(*, extra_buffer_types: bool) -> Iterator[None]:
-    """Loads ``llama_cpp.Llama`` with llama.cpp's ``use_extra_bufts`` as given.
-
-    The same adjustment Portway makes (see ``portway.backends.llamacpp``): with it
-    off, llama.cpp neither repacks weights nor uses AMX, so every contender runs the
-    same kernels.
-    """
-    if extra_buffer_types:
-        yield
-        return
-    import llama_cpp
-
-    low_level: Any = llama_cpp.llama_cpp
-    original = low_level.llama_model_default_params
-
-    def defaults() -> Any:
-        params = original()
-        params.use_extra_bufts = False
-        return params
-
-    low_level.llama_model_default_params = defaults
-    try:
-        yield
-    finally:
-        low_level.llama_model_default_params = original
 
 
 # --------------------------------------------------------------------------- CPU

@@ -31,8 +31,8 @@ import numpy as np
 from common import CpuWatch, machine, median
 
 from portway.backends.base import GenerationRequest, Grammar, Message, SamplingParams
-from portway.backends.default_model import ensure_default_gguf
-from portway.backends.llamacpp import LlamaCppBackend
+from portway.backends.llamacpp.backend import LlamaCppBackend
+from portway.backends.llamacpp.default_model import ensure_default_gguf
 from portway.constrain import json_schema_grammar, schema
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from common import CpuWatch, cpu_advertises_amx, llama_load_settings, median, wait_for_quiet
+from common import CpuWatch, median, wait_for_quiet
+
+from portway.backends.llamacpp.loading import cpu_advertises_amx, model_params
 
 PROMPT = (
     "Request {index}. Write a long, detailed story about a lighthouse keeper who finds "
@@ -148,7 +150,7 @@ def load_llama(settings: GenerationSettings) -> Any:
     """``llama_cpp.Llama`` loaded exactly as Portway's backend loads it."""
     import llama_cpp
 
-    with llama_load_settings(extra_buffer_types=not cpu_advertises_amx()):
+    with model_params(extra_buffer_types=not cpu_advertises_amx()):
         return llama_cpp.Llama(
             str(settings.model),
             n_ctx=settings.n_ctx,

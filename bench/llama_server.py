@@ -9,9 +9,10 @@ Arguments are the server's (``--model``, ``--n_threads``, ``--port``...).
 
 from __future__ import annotations
 
-from common import cpu_advertises_amx, llama_load_settings
 from llama_cpp.server.__main__ import main
 
+from portway.backends.llamacpp.loading import cpu_advertises_amx, model_params
+
 if __name__ == "__main__":
-    with llama_load_settings(extra_buffer_types=not cpu_advertises_amx()):
+    with model_params(extra_buffer_types=not cpu_advertises_amx()):
         main()

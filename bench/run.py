@@ -58,7 +58,7 @@ from overhead import (
     scripted_catalog,
 )
 
-from portway.backends.default_model import ensure_default_gguf
+from portway.backends.llamacpp.default_model import ensure_default_gguf
 
 REPO = Path(__file__).resolve().parent.parent
 PORTWAY = "Portway"

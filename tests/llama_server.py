@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from llama_cpp.server.__main__ import main
 
-from portway.backends.llamacpp import cpu_advertises_amx, model_params
+from portway.backends.llamacpp.loading import cpu_advertises_amx, model_params
 
 if __name__ == "__main__":
     with model_params(extra_buffer_types=not cpu_advertises_amx()):

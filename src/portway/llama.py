@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from portway.backends.control_text import ControlTexts
+    from portway.backends.llamacpp.control_text import ControlTexts
 
 
 def open_llama(path: str | Path | None = None, **kwargs: Any) -> Any:
@@ -20,10 +20,10 @@ def open_llama(path: str | Path | None = None, **kwargs: Any) -> Any:
     """
     from llama_cpp import Llama
 
-    from portway.backends.llamacpp import cpu_advertises_amx, model_params
+    from portway.backends.llamacpp.loading import cpu_advertises_amx, model_params
 
     if path is None:
-        from portway.backends.default_model import ensure_default_gguf
+        from portway.backends.llamacpp.default_model import ensure_default_gguf
 
         path = ensure_default_gguf(_data_dir())
     kwargs.setdefault("verbose", False)
@@ -39,8 +39,8 @@ def control_texts(llama: Any) -> ControlTexts:
     ``mask`` the messages, render the prompt from the masked ones, and give llama.cpp
     ``tokenize``'s tokens: only the prompt's own markup becomes control tokens.
     """
-    from portway.backends.control_text import ControlTexts
-    from portway.backends.llamacpp import control_tokens
+    from portway.backends.llamacpp.control_text import ControlTexts
+    from portway.backends.llamacpp.loading import control_tokens
 
     return ControlTexts(control_tokens(llama))
 

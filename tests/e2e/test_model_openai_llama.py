@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from portway.backends.default_model import ensure_default_gguf
+from portway.backends.llamacpp.default_model import ensure_default_gguf
 from tests.e2e.ledger import wait_for_rows
 from tests.e2e.test_model_cli import ModelServer
 from tests.upstreams import llama_server_command

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from portway.backends.default_model import ensure_default_gguf
+from portway.backends.llamacpp.default_model import ensure_default_gguf
 from tests.e2e.ledger import wait_for_rows
 from tests.e2e.server import Server
 from tests.upstreams import UpstreamProcess, llama_server

@@ -28,8 +28,8 @@ from portway.backends.base import (
     SamplingParams,
     ToolSpec,
 )
-from portway.backends.default_model import ensure_default_gguf
-from portway.backends.llamacpp import LlamaCppBackend
+from portway.backends.llamacpp.backend import LlamaCppBackend
+from portway.backends.llamacpp.default_model import ensure_default_gguf
 from portway.constrain import (
     SchemaError,
     json_object_grammar,

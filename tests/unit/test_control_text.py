@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from portway.backends.base import Message, ToolCall, ToolSpec
-from portway.backends.control_text import ControlTexts, ControlToken
-from portway.backends.templates import ChatMLTemplate, GemmaTemplate
+from portway.backends.llamacpp.control_text import ControlTexts, ControlToken
+from portway.backends.llamacpp.templates import ChatMLTemplate, GemmaTemplate
 from portway.errors import InvalidRequest
 
 CONTROLS = ControlTexts(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from portway.backends.default_model import ensure_default_gguf
+from portway.backends.llamacpp.default_model import ensure_default_gguf
 from portway.sdk import GenerateParams, Usage
 from portway.sdk.loader import load_model_dir
 

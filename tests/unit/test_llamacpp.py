@@ -22,16 +22,16 @@ import llama_cpp
 import pytest
 import pytest_asyncio
 
-from portway.backends import default_model
 from portway.backends.base import Delta, GenerationRequest, Message, SamplingParams, ToolSpec
-from portway.backends.default_model import ensure_default_gguf, file_sha256
-from portway.backends.llamacpp import (
+from portway.backends.llamacpp import default_model
+from portway.backends.llamacpp.backend import (
     LlamaCppBackend,
     StopMatcher,
     Utf8StreamDecoder,
     llama_seed,
 )
-from portway.backends.templates import GemmaTemplate
+from portway.backends.llamacpp.default_model import ensure_default_gguf, file_sha256
+from portway.backends.llamacpp.templates import GemmaTemplate
 from portway.errors import BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
 
 N_CTX = 512

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from portway.backends.base import Message, ToolCall
-from portway.backends.templates import (
+from portway.backends.llamacpp.templates import (
     MAX_PROMPT_BYTES,
     ChatMLTemplate,
     GemmaTemplate,

@@ -190,6 +190,11 @@ class ModelBackend(abc.ABC):
         """Free the model. Called once at shutdown."""
 
 
+Built = tuple[ModelBackend, str]
+"""What a catalogue builder returns: a backend, not yet started, and the id of
+the version it serves."""
+
+
 class ChatBackend(ModelBackend):
     """Runs one chat model. ``generate`` is the only way to use it."""
 

@@ -218,7 +218,8 @@ class RunnerSpec(BaseSpec):
     """First-byte and idle deadlines of its calls (they win over the model folder's)."""
 
 
-# A new backend adds its spec class here and its builder in registry/loader.py.
+# A new backend adds its spec class here, and its builder (backends/<family>/builder.py)
+# to BUILDERS in registry/loader.py.
 ModelSpec = Annotated[
     LlamaCppSpec
     | ScriptedSpec

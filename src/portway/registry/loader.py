@@ -6,47 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from portway.backends.base import ModelBackend
+from portway.backends.base import Built
 from portway.backends.hf.builder import build_diffusers, build_sentence_transformers
+from portway.backends.llamacpp.builder import build_llamacpp
 from portway.backends.python.builder import build_python
 from portway.backends.scripted import ScriptedBackend
 from portway.backends.upstream.builder import build_openai
 from portway.registry import catalog
-from portway.registry.catalog import Catalog, LlamaCppSpec, RunnerSpec, ScriptedSpec
+from portway.registry.catalog import Catalog, RunnerSpec, ScriptedSpec
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.registry.versions import version_id
 from portway.store import Store
-
-Built = tuple[ModelBackend, str]
-"""A backend, not yet started, and the id of the version it serves."""
-
-
-def _gguf_path(spec: LlamaCppSpec, data_dir: Path) -> Path:
-    if spec.path is not None:
-        if not spec.path.is_file():
-            raise catalog.CatalogError(f"{spec.reference}: no file {spec.path}")
-        return spec.path
-    from portway.backends.default_model import ensure_default_gguf
-
-    return ensure_default_gguf(data_dir)
-
-
-def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
-    from portway.backends.default_model import file_sha256
-    from portway.backends.llamacpp import LlamaCppBackend
-
-    path = _gguf_path(spec, data_dir)
-    backend = LlamaCppBackend(
-        path,
-        n_ctx=spec.context_length,
-        n_threads=spec.threads,
-        chat_template=spec.chat_template,
-        max_queue=spec.max_queue,
-        model_name=spec.reference,
-    )
-    version = version_id("llamacpp", file_sha256(path), spec.chat_template, spec.context_length)
-    return backend, version
 
 
 def build_scripted(spec: ScriptedSpec, data_dir: Path) -> Built:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-from portway.backends.base import ImageCapabilities, ModelBackend
+from portway.backends.base import Built, ImageCapabilities
 from portway.backends.digests import directory_digest
 from portway.registry.catalog import (
     MINILM_PACKAGE,
@@ -14,8 +14,6 @@ from portway.registry.catalog import (
     SentenceTransformersSpec,
 )
 from portway.registry.versions import version_id
-
-Built = tuple[ModelBackend, str]
 
 
 def _model_dir(reference: str, path: Path) -> Path:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portway.backends.base import ModelBackend
+from portway.backends.base import Built
 from portway.registry.catalog import CatalogError, PythonSpec
 
 
-def build_python(spec: PythonSpec, data_dir: Path) -> tuple[ModelBackend, str]:
+def build_python(spec: PythonSpec, data_dir: Path) -> Built:
     """Load the folder (its config, requirements and ``model.py``); its
     ``user``/``app``/``id`` must be the catalogue entry's."""
     from portway.sdk.loader import load_model_dir

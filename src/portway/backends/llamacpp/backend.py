@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,8 +70,21 @@ from portway.backends.base import (
     ToolSpec,
     TopLogprob,
 )
-from portway.backends.control_text import ControlTexts, ControlToken
-from portway.backends.templates import ChatTemplate, template_for
+from portway.backends.llamacpp.control_text import ControlTexts
+from portway.backends.llamacpp.loading import (
+    control_tokens,
+    cpu_advertises_amx,
+    model_params,
+    trained_context,
+)
+from portway.backends.llamacpp.sampling import (
+    free_sampler,
+    llama_seed,
+    logits_processors,
+    sampler_settings,
+    top_ids,
+)
+from portway.backends.llamacpp.templates import ChatTemplate, template_for
 from portway.backends.textstream import StopMatcher, Utf8StreamDecoder
 from portway.constrain.llamacpp import llama_tokenizer
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
@@ -91,15 +103,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_CONTEXT = 8192
 """Without an explicit ``n_ctx``: the model's trained context, but at most this."""
 
-_SEED_MODULUS = 0xFFFFFFFF
-"""llama.cpp seeds are uint32 and 0xFFFFFFFF means "random": seeds are taken modulo this."""
-
 VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
 """Control tokens written out as text (see the module's docstring)."""
-
-_PARSED_ONLY_AS_SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-_LSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP
-_RSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP
 
 
 @dataclass
@@ -131,145 +136,6 @@ def _remaining_text(decoder: Utf8StreamDecoder, stops: StopMatcher) -> str:
     """What is still held back when generation ends without a stop string."""
     text, stopped = stops.feed(decoder.flush())
     return text if stopped else text + stops.flush()
-
-
-# --------------------------------------------------------------------------- sampling
-
-
-def llama_seed(seed: int | None) -> int:
-    """The llama.cpp seed for a request: a fresh random one when ``seed`` is None."""
-    if seed is None:
-        return secrets.randbelow(_SEED_MODULUS)
-    return seed % _SEED_MODULUS
-
-
-def _sampler_settings(sampling: SamplingParams) -> dict[str, Any]:
-    """``Llama.generate`` arguments meaning OpenAI's sampling: no top-k, min-p,
-    typical-p or repeat penalty (llama-cpp-python enables some by default)."""
-    return {
-        "temp": sampling.temperature,
-        "top_p": sampling.top_p,
-        "top_k": 0,
-        "min_p": 0.0,
-        "typical_p": 1.0,
-        "repeat_penalty": 1.0,
-        "presence_penalty": sampling.presence_penalty,
-        "frequency_penalty": sampling.frequency_penalty,
-    }
-
-
-def _free_sampler(llama: Any) -> None:
-    """Frees the sampler chain ``Llama.generate`` built.
-
-    llama-cpp-python 0.3 frees it only when the cyclic garbage collector finds the
-    reference cycle it sits in; under load (and Portway's raised collection
-    thresholds) that is rare, and each chain holds about 3 MB of native memory the
-    collector cannot see, so the server grew by that much per generation.
-    """
-    sampler, llama._sampler = getattr(llama, "_sampler", None), None
-    if sampler is not None:
-        sampler.close()
-
-
-def _logits_processors(bias: Mapping[int, float], mask: GrammarMask | None) -> Any:
-    """A ``LogitsProcessorList`` adding ``bias`` to the logits, then applying the
-    grammar ``mask``; None when there is neither.
-
-    It runs first in llama.cpp's sampler chain, where candidates are still in token
-    id order, so ``scores[token_id]`` is that token's logit.
-    """
-    processors = [p for p in (_logit_bias(bias), mask) if p is not None]
-    return llama_cpp.LogitsProcessorList(processors) if processors else None
-
-
-def _logit_bias(bias: Mapping[int, float]) -> Callable[[Any, Any], Any] | None:
-    if not bias:
-        return None
-    token_ids = np.fromiter(bias.keys(), dtype=np.intc, count=len(bias))
-    offsets = np.fromiter(bias.values(), dtype=np.single, count=len(bias))
-
-    def add_bias(_input_ids: Any, scores: Any) -> Any:
-        scores[token_ids] += offsets
-        return scores
-
-    return add_bias
-
-
-def _top_ids(logprobs: Any, count: int) -> list[int]:
-    """Ids of the ``count`` most likely tokens, most likely first (ties: lower id)."""
-    count = min(count, len(logprobs))
-    if count <= 0:
-        return []
-    candidates = np.argpartition(-logprobs, count - 1)[:count]
-    order = np.lexsort((candidates, -logprobs[candidates]))
-    return [int(i) for i in candidates[order]]
-
-
-# --------------------------------------------------------------------------- loading
-
-
-_PARAMS_PATCH_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def model_params(*, extra_buffer_types: bool) -> Iterator[None]:
-    """Lets ``Llama()`` load with llama.cpp's ``use_extra_bufts`` set as given.
-
-    llama-cpp-python has no argument for it, so while this is active the defaults it
-    starts from are adjusted. Extra buffer types are weight repacking and AMX; AMX
-    kernels crash (SIGSEGV in ``ldtilecfg``) on virtual machines whose CPU advertises
-    AMX without enabling it.
-    """
-    if extra_buffer_types:
-        yield
-        return
-    low_level = llama_cpp.llama_cpp
-    original = low_level.llama_model_default_params
-
-    def defaults() -> Any:
-        params = original()
-        params.use_extra_bufts = False
-        return params
-
-    with _PARAMS_PATCH_LOCK:
-        low_level.llama_model_default_params = defaults
-        try:
-            yield
-        finally:
-            low_level.llama_model_default_params = original
-
-
-def cpu_advertises_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
-    except OSError:
-        return False
-
-
-def control_tokens(llama: Any) -> Iterator[tuple[str, ControlToken]]:
-    """The tokens of ``llama`` (a ``llama_cpp.Llama``) that llama.cpp parses from
-    text only when asked to (control and unknown tokens), by their text, with their
-    whitespace stripping."""
-    vocab = llama_cpp.llama_model_get_vocab(llama.model)
-    for token in range(int(llama.n_vocab())):
-        attr = int(llama_cpp.llama_vocab_get_attr(vocab, token))
-        if attr & _PARSED_ONLY_AS_SPECIAL:
-            text = llama_cpp.llama_vocab_get_text(vocab, token)
-            yield (
-                text.decode("utf-8", errors="replace"),
-                ControlToken(token, bool(attr & _LSTRIP), bool(attr & _RSTRIP)),
-            )
-
-
-def trained_context(metadata: Mapping[str, str]) -> int | None:
-    """The context length a GGUF was trained with, from ``<arch>.context_length``."""
-    architecture = metadata.get("general.architecture", "")
-    value = metadata.get(f"{architecture}.context_length", "")
-    return int(value) if value.isdigit() else None
-
-
-# --------------------------------------------------------------------------- backend
 
 
 _QueueItem = Delta | BaseException
@@ -604,14 +470,14 @@ class LlamaCppBackend(ChatBackend):
         llama.n_tokens = 0
         tokens = llama.generate(
             job.prompt,
-            **_sampler_settings(job.sampling),
-            logits_processor=_logits_processors(job.sampling.logit_bias, job.constraint),
+            **sampler_settings(job.sampling),
+            logits_processor=logits_processors(job.sampling.logit_bias, job.constraint),
         )
         try:
             self._stream_tokens(tokens, job)
         finally:
             tokens.close()
-            _free_sampler(llama)
+            free_sampler(llama)
 
     def _stream_tokens(self, tokens: Iterator[int], job: _Job) -> None:
         """Turns sampled tokens into deltas until a stop, the budget, or cancellation."""
@@ -654,7 +520,7 @@ class LlamaCppBackend(ChatBackend):
         logprobs = llama_cpp.Llama.logits_to_logprobs(logits)
         top = tuple(
             TopLogprob(*self._token_fields(i), float(logprobs[i]))
-            for i in _top_ids(logprobs, sampling.top_logprobs)
+            for i in top_ids(logprobs, sampling.top_logprobs)
         )
         return TokenLogprob(*self._token_fields(token), float(logprobs[token]), top)
 

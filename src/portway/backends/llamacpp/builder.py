@@ -1,0 +1,36 @@
+"""The catalogue builder of ``backend = "llamacpp"`` (see registry/loader.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from portway.backends.base import Built
+from portway.registry.catalog import CatalogError, LlamaCppSpec
+from portway.registry.versions import version_id
+
+
+def _gguf_path(spec: LlamaCppSpec, data_dir: Path) -> Path:
+    if spec.path is not None:
+        if not spec.path.is_file():
+            raise CatalogError(f"{spec.reference}: no file {spec.path}")
+        return spec.path
+    from portway.backends.llamacpp.default_model import ensure_default_gguf
+
+    return ensure_default_gguf(data_dir)
+
+
+def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
+    from portway.backends.llamacpp.backend import LlamaCppBackend
+    from portway.backends.llamacpp.default_model import file_sha256
+
+    path = _gguf_path(spec, data_dir)
+    backend = LlamaCppBackend(
+        path,
+        n_ctx=spec.context_length,
+        n_threads=spec.threads,
+        chat_template=spec.chat_template,
+        max_queue=spec.max_queue,
+        model_name=spec.reference,
+    )
+    version = version_id("llamacpp", file_sha256(path), spec.chat_template, spec.context_length)
+    return backend, version

@@ -1,0 +1,78 @@
+"""Loading a GGUF with llama.cpp: its model parameters, the CPU check for AMX,
+its control tokens and its trained context."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import llama_cpp
+
+from portway.backends.llamacpp.control_text import ControlToken
+
+_PARSED_ONLY_AS_SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+_LSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP
+_RSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP
+
+
+_PARAMS_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def model_params(*, extra_buffer_types: bool) -> Iterator[None]:
+    """Lets ``Llama()`` load with llama.cpp's ``use_extra_bufts`` set as given.
+
+    llama-cpp-python has no argument for it, so while this is active the defaults it
+    starts from are adjusted. Extra buffer types are weight repacking and AMX; AMX
+    kernels crash (SIGSEGV in ``ldtilecfg``) on virtual machines whose CPU advertises
+    AMX without enabling it.
+    """
+    if extra_buffer_types:
+        yield
+        return
+    low_level = llama_cpp.llama_cpp
+    original = low_level.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    with _PARAMS_PATCH_LOCK:
+        low_level.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = original
+
+
+def cpu_advertises_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def control_tokens(llama: Any) -> Iterator[tuple[str, ControlToken]]:
+    """The tokens of ``llama`` (a ``llama_cpp.Llama``) that llama.cpp parses from
+    text only when asked to (control and unknown tokens), by their text, with their
+    whitespace stripping."""
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    for token in range(int(llama.n_vocab())):
+        attr = int(llama_cpp.llama_vocab_get_attr(vocab, token))
+        if attr & _PARSED_ONLY_AS_SPECIAL:
+            text = llama_cpp.llama_vocab_get_text(vocab, token)
+            yield (
+                text.decode("utf-8", errors="replace"),
+                ControlToken(token, bool(attr & _LSTRIP), bool(attr & _RSTRIP)),
+            )
+
+
+def trained_context(metadata: Mapping[str, str]) -> int | None:
+    """The context length a GGUF was trained with, from ``<arch>.context_length``."""
+    architecture = metadata.get("general.architecture", "")
+    value = metadata.get(f"{architecture}.context_length", "")
+    return int(value) if value.isdigit() else None
