@@ -49,6 +49,20 @@ class Sent:
         self.frames.append(json.loads(json.dumps(frame)))
 
 
+class Counted(Sent):
+    """Sets ``reached`` once ``wanted`` frames are sent."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__()
+        self.wanted = wanted
+        self.reached = asyncio.Event()
+
+    async def __call__(self, frame: dict[str, Any]) -> None:
+        await super().__call__(frame)
+        if len(self.frames) >= self.wanted:
+            self.reached.set()
+
+
 async def test_worker_streams_deltas_and_reports_errors() -> None:
     worker, sent = Worker(ScriptedBackend(["a", "b"])), Sent()
     await worker.run(wire.call_frame("chat", "c1", {"request": REQUEST}), sent)
@@ -69,15 +83,16 @@ async def test_worker_streams_deltas_and_reports_errors() -> None:
 
 
 async def test_cancelling_a_call_stops_the_generation() -> None:
-    worker, sent = Worker(ScriptedBackend(["a"] * 100, delay=0.01)), Sent()
+    worker, sent = Worker(ScriptedBackend(["a"] * 100, delay=0.01)), Counted(3)
     task = asyncio.ensure_future(
         worker.run(wire.call_frame("chat", "c1", {"request": REQUEST}), sent)
     )
-    await asyncio.sleep(0.05)
+    # The prompt's delta and two tokens': it is generating (a deadline against hangs).
+    await asyncio.wait_for(sent.reached.wait(), timeout=60)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert 1 < len(sent.frames) < 20
+    assert 3 <= len(sent.frames) < 100
     assert all("finish_reason" not in frame["delta"] for frame in sent.frames)
 
 
