@@ -19,7 +19,11 @@ under steady load" section of BENCHMARKS.md (a row per ``--label``, other rows
 kept).
 
     .venv/bin/python bench/soak.py [--minutes 30] [--clients 4] [--label NAME]
-        [--server-env NAME=VALUE ...] [--no-write]
+        [--only KIND ...] [--server-env NAME=VALUE ...] [--no-write]
+
+``--only`` narrows the mix to some kinds (to find which one grows);
+``--server-env PORTWAY_SOAK_TRIM=1`` makes the probe trim malloc at every sample.
+Short trials first (``--minutes 3 --no-write``); the full run takes 30 minutes.
 """
 
 from __future__ import annotations
