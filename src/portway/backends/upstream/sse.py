@@ -122,9 +122,10 @@ def parse_event(raw: bytes) -> Event | None:
 
 
 def parse_json(data: bytes) -> dict[str, Any]:
-    """``data`` as a JSON object, or MalformedStream."""
+    """``data`` as a JSON object, or MalformedStream (``NaN`` and ``Infinity`` are
+    not JSON: refusing them is a parser flag, at no measurable cost)."""
     try:
-        found = from_json(data)
+        found = from_json(data, allow_inf_nan=False)
     except ValueError as exc:
         raise MalformedStream("The upstream sent an event that is not JSON.") from exc
     if not isinstance(found, dict):
