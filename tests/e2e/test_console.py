@@ -41,7 +41,16 @@ app = "test"
 model = "slow"
 backend = "scripted"
 delay = 1.0
+
+[[models]]
+user = "portway"
+app = "test"
+model = "markup"
+backend = "scripted"
+script = ["<b>bold</b>", "<img src=x onerror=\\"window.pwned=1\\">"]
 """
+MARKUP_REPLY = '<b>bold</b><img src=x onerror="window.pwned=1">'
+"""What the ``markup`` model writes: it must show as text, never run."""
 
 ART_MODEL = """
 [[models]]
@@ -208,6 +217,17 @@ def test_chat_streams_from_the_keyboard(page: Any, server: Server, shots: Path) 
     expect(page.get_by_role("button", name="Stop")).to_be_disabled()
     expect(page.locator(".usage-line")).to_contain_text("completion tokens")
     expect(page.locator(".message.user .content")).to_have_text("Hello?")
+
+
+def test_model_output_is_shown_as_text(page: Any, server: Server) -> None:
+    expect = _expect()
+    sign_in(page, server, server.admin_token, "/portway/test/models/markup")
+    page.get_by_label("Message", exact=True).fill("Say something with markup")
+    page.get_by_role("button", name="Send", exact=True).click()
+    reply = page.locator(".message.assistant .content")
+    expect(reply).to_have_text(MARKUP_REPLY)
+    assert reply.locator("b, img").count() == 0
+    assert page.evaluate("() => window.pwned") is None
 
 
 def test_a_forced_tool_call_is_shown_and_answered(page: Any, server: Server, shots: Path) -> None:
