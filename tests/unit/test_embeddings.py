@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -13,28 +12,17 @@ import pytest
 from pydantic import ValidationError
 
 from portway.api.deps import invalid_request
-from portway.auth.principal import Principal
 from portway.backends.base import EmbeddingBackend
 from portway.backends.batching import Batcher
 from portway.backends.scripted import ScriptedBackend
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.embeddings import EmbeddingRequest
-from portway.registry.models import ModelEntry, Registry
-from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
 from portway.serving.embeddings import EmbeddingService, shorten
-from portway.store import UsageRecord, User
+from tests.unit.doubles import Ledger, context, registry
 
 MODEL = "acme/embed/models/fake"
 CHAT = "acme/chat/models/bot"
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.rows: list[UsageRecord] = []
-
-    def record(self, record: UsageRecord) -> None:
-        self.rows.append(record)
 
 
 class Fake(EmbeddingBackend):
@@ -61,17 +49,13 @@ class Fake(EmbeddingBackend):
 
 def _service(backend: EmbeddingBackend | None = None) -> tuple[EmbeddingService, Ledger, Fake]:
     fake = backend or Fake()
-    entries = [
-        ModelEntry(ModelRef("acme", "embed", "fake"), "0" * 32, fake),
-        ModelEntry(ModelRef("acme", "chat", "bot"), "1" * 32, ScriptedBackend(["a"])),
-    ]
     ledger = Ledger()
-    return EmbeddingService(Registry(entries), ledger), ledger, fake  # type: ignore[return-value]
+    served = registry((MODEL, fake), (CHAT, ScriptedBackend(["a"])))
+    return EmbeddingService(served, ledger), ledger, fake  # type: ignore[return-value]
 
 
 def _ctx() -> RequestContext:
-    user = User(id=1, name="acme", is_admin=False, created_at=datetime.now(UTC))
-    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "embeddings")
+    return context("embeddings")
 
 
 def _request(**fields: Any) -> EmbeddingRequest:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,7 +12,6 @@ import pytest
 from pydantic import ValidationError
 
 from portway.api.deps import invalid_request
-from portway.auth.principal import Principal
 from portway.backends.base import GeneratedImage, ImageBackend, ImageRequest
 from portway.backends.scripted import ScriptedBackend
 from portway.errors import InvalidRequest, NotFound, Overloaded
@@ -23,18 +21,10 @@ from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
 from portway.serving.images import ImageService
 from portway.serving.media import MediaStore
-from portway.store import UsageRecord, User
+from tests.unit.doubles import Ledger, context, registry
 
 MODEL = "acme/art/models/fake"
 PNG = b"\x89PNG\r\n\x1a\nfake"
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.rows: list[UsageRecord] = []
-
-    def record(self, record: UsageRecord) -> None:
-        self.rows.append(record)
 
 
 class Fake(ImageBackend):
@@ -55,18 +45,14 @@ class Fake(ImageBackend):
 
 def _service(tmp_path: Path) -> tuple[ImageService, Ledger, Fake]:
     fake = Fake()
-    entries = [
-        ModelEntry(ModelRef("acme", "art", "fake"), "0" * 32, fake),
-        ModelEntry(ModelRef("acme", "chat", "bot"), "1" * 32, ScriptedBackend(["a"])),
-    ]
+    served = registry((MODEL, fake), ("acme/chat/models/bot", ScriptedBackend(["a"])))
     ledger = Ledger()
     media = MediaStore.open(tmp_path)
-    return ImageService(Registry(entries), ledger, media), ledger, fake  # type: ignore[arg-type]
+    return ImageService(served, ledger, media), ledger, fake  # type: ignore[arg-type]
 
 
 def _ctx() -> RequestContext:
-    user = User(id=1, name="acme", is_admin=False, created_at=datetime.now(UTC))
-    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "images.generations")
+    return context("images.generations")
 
 
 def _request(**fields: Any) -> ImageGenerationRequest:

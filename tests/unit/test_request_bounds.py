@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -17,7 +16,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from portway.api.deps import parse_body
-from portway.auth.principal import Principal
 from portway.backends.scripted import ScriptedBackend
 from portway.constrain import schema as constrain_schema
 from portway.errors import InvalidRequest
@@ -33,11 +31,8 @@ from portway.protocol.bounds import (
 )
 from portway.protocol.chat import ChatCompletionRequest
 from portway.protocol.responses import CreateResponse
-from portway.registry.models import ModelEntry, Registry
-from portway.registry.refs import ModelRef
 from portway.serving.chat import ChatService
-from portway.serving.context import RequestContext
-from portway.store import User
+from tests.unit.doubles import context, registry
 
 MODEL = "acme/chat/models/bot"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -278,10 +273,8 @@ async def test_tool_schemas_are_checked_while_the_loop_serves(
 
     monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", blocking)
     constrain_schema.clear_cache()
-    entry = ModelEntry(ModelRef("acme", "chat", "bot"), "0" * 32, ScriptedBackend(["ok"]))
-    service = ChatService(Registry([entry]), None)  # type: ignore[arg-type]
-    user = User(id=1, name="acme", is_admin=False, created_at=datetime.now(UTC))
-    ctx = RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "chat.completions")
+    service = ChatService(registry((MODEL, ScriptedBackend(["ok"]))), None)  # type: ignore[arg-type]
+    ctx = context("chat.completions")
     request = ChatCompletionRequest.model_validate(
         {"model": MODEL, "messages": HELLO, "tools": [chat_tool(wide(3, "loop"))]}
     )

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from portway.aio import aclose
-from portway.auth.principal import Principal
 from portway.backends.base import ChatBackend, Delta, GenerationRequest
 from portway.backends.scripted import ScriptedBackend
 from portway.errors import (
@@ -23,24 +22,15 @@ from portway.errors import (
     UnsupportedParameter,
 )
 from portway.protocol.responses import CreateResponse
-from portway.registry.models import ModelEntry, Registry
-from portway.registry.refs import ModelRef
 from portway.serving import responses as serving
 from portway.serving.chat import ChatService
 from portway.serving.context import RequestContext
 from portway.serving.responses import ResponsesService
 from portway.serving.responses_events import EventWriter
-from portway.store import Store, UsageRecord, User
+from portway.store import Store, User
+from tests.unit.doubles import Ledger, context, registry
 
 MODEL = "acme/chat/models/bot"
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.rows: list[UsageRecord] = []
-
-    def record(self, record: UsageRecord) -> None:
-        self.rows.append(record)
 
 
 class Recording(ScriptedBackend):
@@ -80,12 +70,11 @@ async def user(store: Store) -> User:
 
 
 def _ctx(user: User) -> RequestContext:
-    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "responses")
+    return context("responses", user)
 
 
 def _service(store: Store, backend: ChatBackend) -> ResponsesService:
-    entry = ModelEntry(ModelRef("acme", "chat", "bot"), "0" * 32, backend)
-    chat = ChatService(Registry([entry]), Ledger())  # type: ignore[arg-type]
+    chat = ChatService(registry((MODEL, backend)), Ledger())  # type: ignore[arg-type]
     return ResponsesService(chat, store)
 
 

@@ -15,8 +15,8 @@ from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.sdk import load_model_dir
 from portway.serving.embeddings import EmbeddingService
+from tests.unit.doubles import Ledger, context
 from tests.unit.sdk_helpers import write_folder
-from tests.unit.test_embeddings import Ledger, _ctx
 
 EMBED = """
 from portway import ModelClass
@@ -96,12 +96,14 @@ async def test_embedding_model_through_the_service(tmp_path: Path) -> None:
     service = EmbeddingService(Registry([entry]), Ledger())
     model = "alice/demo/models/m"
     body = await service.create(
-        _ctx(), EmbeddingRequest.model_validate({"model": model, "input": ["a b", "cde"]})
+        context("embeddings"),
+        EmbeddingRequest.model_validate({"model": model, "input": ["a b", "cde"]}),
     )
     assert [item["embedding"] for item in body["data"]] == [[3.0, 1.0, 0.0], [3.0, 1.0, 0.0]]
     assert body["usage"]["prompt_tokens"] == 3
     with pytest.raises(UnsupportedParameter) as refused:
         await service.create(
-            _ctx(), EmbeddingRequest.model_validate({"model": model, "input": [1, 2]})
+            context("embeddings"),
+            EmbeddingRequest.model_validate({"model": model, "input": [1, 2]}),
         )
     assert refused.value.param == "input"

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from portway.aio import aclose
-from portway.auth.principal import Principal
 from portway.backends.base import CallPiece, Capabilities, ChatBackend, Delta, GenerationRequest
 from portway.backends.scripted import ScriptedBackend
 from portway.errors import BackendError, ContextLengthExceeded, UnsupportedParameter
 from portway.protocol.chat import ChatCompletionRequest
-from portway.registry.models import ModelEntry, Registry
-from portway.registry.refs import ModelRef
 from portway.serving.chat import ChatService
 from portway.serving.context import RequestContext
-from portway.store import UsageRecord, User
+from tests.unit.doubles import Ledger, context, registry
 
 MODEL = "acme/chat/models/bot"
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.rows: list[UsageRecord] = []
-
-    def record(self, record: UsageRecord) -> None:
-        self.rows.append(record)
 
 
 class Failing(ChatBackend):
@@ -45,14 +33,12 @@ class Failing(ChatBackend):
 
 
 def _service(backend: ChatBackend) -> tuple[ChatService, Ledger]:
-    entry = ModelEntry(ModelRef("acme", "chat", "bot"), "0" * 32, backend)
     ledger = Ledger()
-    return ChatService(Registry([entry]), ledger), ledger  # type: ignore[arg-type]
+    return ChatService(registry((MODEL, backend)), ledger), ledger  # type: ignore[arg-type]
 
 
 def _ctx() -> RequestContext:
-    user = User(id=1, name="acme", is_admin=False, created_at=datetime.now(UTC))
-    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "chat.completions")
+    return context("chat.completions")
 
 
 def _request(**fields: Any) -> ChatCompletionRequest:
