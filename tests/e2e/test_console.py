@@ -332,6 +332,29 @@ def test_a_token_made_in_the_console_works_until_revoked(
     expect(page.get_by_label("Name")).to_be_visible()  # still signed in after a reload
 
 
+def test_admins_manage_other_users_tokens(page: Any, server: Server) -> None:
+    expect = _expect()
+    sign_in(page, server, server.admin_token, "/console/tokens")
+    page.get_by_label("For user").fill("dora")
+    page.get_by_label("runner").check()
+    page.get_by_label("inference").uncheck()
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#new-secret")).to_have_value(re.compile(r"^pwt_"))
+    expect(page.get_by_label("Of user")).to_have_value("dora")
+    row = page.locator("tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("runner")
+    row.get_by_role("button", name=re.compile("Revoke")).click()
+    expect(row).to_contain_text("revoked")
+    listed = httpx.get(
+        server.base_url + "/v1/tokens?user=dora",
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+    ).json()["data"]
+    assert [(item["scopes"], item["revoked_at"] is not None) for item in listed] == [
+        (["runner"], True)
+    ]
+
+
 def _requests_shown(page: Any) -> int:
     value: str = page.locator("#usage-total").get_attribute("data-requests")
     return int(value)

@@ -695,7 +695,7 @@ async function tokensView() {
       h("div", { class: "row" }, h("h2", { id: "list-title", text: "Tokens" }),
         me.is_admin ? field("Of user", listFor) : null),
       h("table", { class: "tokens" },
-        h("thead", {}, h("tr", {}, ...["Name", "Id", "Scopes", "Ends in", "Created", "Expires", "State", "Action"].map((x) => h("th", { scope: "col", text: x })))),
+        h("thead", {}, h("tr", {}, ...["Name", "Id", "Scopes", "Ends with", "Created", "Expires", "State", "Action"].map((x) => h("th", { scope: "col", text: x })))),
         table)));
   await loadUsers();
   await load();
