@@ -28,7 +28,7 @@ from portway.serving.chat import ChatService
 from portway.serving.embeddings import EmbeddingService
 from portway.serving.images import ImageService
 from portway.serving.media import MediaStore
-from portway.serving.relay import RelayService
+from portway.serving.relay.service import RelayService
 from portway.serving.usage import UsageRecorder
 from portway.settings import Settings
 from portway.store import Store

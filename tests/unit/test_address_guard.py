@@ -14,14 +14,14 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import ResolveResult
 
-from portway.serving.address_guard import (
+from portway.serving.media import MediaStore
+from portway.serving.relay.address_guard import (
     AddressPolicy,
     AddressRefused,
     GuardedResolver,
     is_public,
 )
-from portway.serving.media import MediaStore
-from portway.serving.rehost import PNG_SIGNATURE, Rehoster, RehostFailed
+from portway.serving.relay.rehost import PNG_SIGNATURE, Rehoster, RehostFailed
 
 REFUSED = [
     "127.0.0.1",

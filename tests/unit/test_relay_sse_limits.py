@@ -22,8 +22,8 @@ from portway.registry.catalog import OpenAISpec
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
-from portway.serving.relay import RelayService
-from portway.serving.relay_endpoints import CHAT
+from portway.serving.relay.endpoints import CHAT
+from portway.serving.relay.service import RelayService
 from portway.store import User
 
 

@@ -20,7 +20,7 @@ from portway.backends.upstream.sse import (
 )
 from portway.registry import catalog
 from portway.registry.loader import BUILDERS
-from portway.serving.relay_endpoints import CHAT, RESPONSES, StreamState
+from portway.serving.relay.endpoints import CHAT, RESPONSES, StreamState
 from portway.store import Store
 from portway.store.secrets import SecretBox, SecretError, read_secret, set_secret
 

@@ -23,14 +23,14 @@ from portway.registry.catalog import CatalogError, OpenAISpec
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
-from portway.serving.relay import RelayService
-from portway.serving.relay_endpoints import (
+from portway.serving.relay.endpoints import (
     CHAT,
     EMBEDDINGS,
     IMAGES,
     RESPONSES,
     RelayEndpoint,
 )
+from portway.serving.relay.service import RelayService
 from portway.store import UsageRecord, User
 from tests.upstreams import FakeUpstream
 

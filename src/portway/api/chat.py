@@ -13,7 +13,7 @@ from portway.api.disconnect import cancel_on_disconnect
 from portway.api.relay import relay_if_hosted
 from portway.protocol.chat import ChatCompletionRequest
 from portway.serving.context import RequestContext
-from portway.serving.relay_endpoints import CHAT
+from portway.serving.relay.endpoints import CHAT
 from portway.sse import EventStreamResponse
 
 router = APIRouter()

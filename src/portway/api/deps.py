@@ -19,7 +19,7 @@ from portway.serving.context import RequestContext
 from portway.serving.embeddings import EmbeddingService
 from portway.serving.images import ImageService
 from portway.serving.media import MediaStore
-from portway.serving.relay import RelayService
+from portway.serving.relay.service import RelayService
 from portway.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)

@@ -13,7 +13,7 @@ from portway.api.disconnect import cancel_on_disconnect
 from portway.api.relay import relay_if_hosted
 from portway.protocol.images import ImageGenerationRequest
 from portway.serving.context import RequestContext
-from portway.serving.relay_endpoints import IMAGES
+from portway.serving.relay.endpoints import IMAGES
 
 router = APIRouter()
 

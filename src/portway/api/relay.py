@@ -24,8 +24,8 @@ from portway.api.disconnect import cancel_on_disconnect
 from portway.backends.base import RelayBackend
 from portway.registry.models import ModelEntry
 from portway.serving.context import RequestContext
-from portway.serving.relay import LocalFallback
-from portway.serving.relay_endpoints import RelayEndpoint
+from portway.serving.relay.endpoints import RelayEndpoint
+from portway.serving.relay.service import LocalFallback
 from portway.sse import RelayedEventStreamResponse
 
 log = logging.getLogger("portway.relay")

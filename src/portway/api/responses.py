@@ -16,7 +16,7 @@ from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.base import RequestModel
 from portway.protocol.responses import CreateResponse
 from portway.serving.context import RequestContext
-from portway.serving.relay_endpoints import RESPONSES
+from portway.serving.relay.endpoints import RESPONSES
 from portway.serving.responses import ResponsesService
 from portway.serving.responses_request import SUPPORTED_INCLUDE
 from portway.sse import NamedEventStreamResponse

@@ -164,7 +164,7 @@ class OpenAISpec(BaseSpec):
     eject_seconds: float = Field(default=30.0, gt=0, le=86400)
     rehost_images: bool = False
     """Image models: keep the upstream's ``url`` results in Portway's media store and
-    answer with Portway's own signed links (see ``portway.serving.rehost``)."""
+    answer with Portway's own signed links (see ``portway.serving.relay.rehost``)."""
     url_ttl: int = Field(default=3600, ge=1)
     """Seconds a re-hosted image's link stays reachable."""
     rehost_allowed_networks: tuple[IPvAnyNetwork, ...] = ()

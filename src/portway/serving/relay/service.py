@@ -46,12 +46,12 @@ from portway.backends.upstream.sse import (
 from portway.errors import PortwayError
 from portway.registry.catalog import CatalogError
 from portway.registry.models import ModelEntry, Registry
-from portway.serving.address_guard import AddressPolicy
 from portway.serving.context import RequestContext
 from portway.serving.media import MediaStore
 from portway.serving.metering import Recorder
-from portway.serving.rehost import Rehoster
-from portway.serving.relay_endpoints import RelayEndpoint, StreamState
+from portway.serving.relay.address_guard import AddressPolicy
+from portway.serving.relay.endpoints import RelayEndpoint, StreamState
+from portway.serving.relay.rehost import Rehoster
 from portway.serving.usage import Meter
 from portway.store import Store
 

@@ -12,7 +12,7 @@ the client library's exceptions go to the log, never into the error.
 
 The URL comes from the upstream's answer, so it is not trusted: only public
 addresses are fetched from unless the model allows more networks (see
-:mod:`portway.serving.address_guard`, which checks the addresses actually
+:mod:`portway.serving.relay.address_guard`, which checks the addresses actually
 connected to), redirects are followed by hand (at most ``MAX_REDIRECTS``, each
 hop checked the same way), and nothing is kept alive or cached between fetches.
 Through a proxy from the environment (``HTTPS_PROXY``...) the proxy connects, so
@@ -32,8 +32,13 @@ from yarl import URL
 
 from portway.backends.upstream.http_client import proxy_for
 from portway.errors import BadGateway
-from portway.serving.address_guard import AddressPolicy, AddressRefused, GuardedResolver, ip_literal
 from portway.serving.media import MediaStore
+from portway.serving.relay.address_guard import (
+    AddressPolicy,
+    AddressRefused,
+    GuardedResolver,
+    ip_literal,
+)
 
 log = logging.getLogger("portway.relay")
 
