@@ -26,7 +26,9 @@ tools = [
         "description": "Current temperature for a given location.",
         "parameters": {
             "type": "object",
-            "properties": {"location": {"type": "string", "description": "City and country"}},
+            "properties": {
+                "location": {"type": "string", "description": "City and country", "maxLength": 80}
+            },
             "required": ["location"],
             "additionalProperties": False,
         },
@@ -49,7 +51,8 @@ first = client.responses.create(
     input="What is the weather like in New York today?",
     tools=tools,
     tool_choice=os.environ.get("PORTWAY_TOOL_CHOICE", "required"),
-    max_output_tokens=120,
+    parallel_tool_calls=False,
+    max_output_tokens=400,  # one call, its location at most 80 characters: room to spare
 )
 outputs = []
 for item in first.output:

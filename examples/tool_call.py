@@ -24,7 +24,13 @@ tools = [
             "description": "Current temperature for a given location.",
             "parameters": {
                 "type": "object",
-                "properties": {"location": {"type": "string", "description": "City and country"}},
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "City and country",
+                        "maxLength": 80,
+                    }
+                },
                 "required": ["location"],
                 "additionalProperties": False,
             },
@@ -36,5 +42,7 @@ completion = client.chat.completions.create(
     messages=[{"role": "user", "content": "What is the weather like in Paris today?"}],
     tools=tools,
     tool_choice=os.environ.get("PORTWAY_TOOL_CHOICE", "required"),
+    parallel_tool_calls=False,
+    max_tokens=400,  # one call, its location at most 80 characters: room to spare
 )
 print(completion.choices[0].message.tool_calls)

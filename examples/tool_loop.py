@@ -23,7 +23,13 @@ tools = [
             "description": "Current temperature for a given location.",
             "parameters": {
                 "type": "object",
-                "properties": {"location": {"type": "string", "description": "City and country"}},
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "City and country",
+                        "maxLength": 80,
+                    }
+                },
                 "required": ["location"],
                 "additionalProperties": False,
             },
@@ -48,6 +54,8 @@ first = client.chat.completions.create(
     messages=messages,
     tools=tools,
     tool_choice=os.environ.get("PORTWAY_TOOL_CHOICE", "required"),
+    parallel_tool_calls=False,
+    max_tokens=400,  # one call, its location at most 80 characters: room to spare
 )
 message = first.choices[0].message
 print("tool calls:", message.tool_calls)

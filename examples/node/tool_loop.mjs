@@ -16,7 +16,9 @@ const tools = [
       description: "Current temperature for a given location.",
       parameters: {
         type: "object",
-        properties: { location: { type: "string", description: "City and country" } },
+        properties: {
+          location: { type: "string", description: "City and country", maxLength: 80 },
+        },
         required: ["location"],
         additionalProperties: false,
       },
@@ -35,6 +37,8 @@ const first = await client.chat.completions.create({
   messages,
   tools,
   tool_choice: process.env.PORTWAY_TOOL_CHOICE ?? "required",
+  parallel_tool_calls: false,
+  max_tokens: 400, // one call, its location at most 80 characters: room to spare
 });
 const message = first.choices[0].message;
 messages.push(message);
