@@ -7,9 +7,9 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import click
 
@@ -182,16 +182,13 @@ def _pat_create_remote(
     expires_in: float | None,
     name: str,
 ) -> None:
-    if not token:
-        raise click.UsageError("--server needs --token (or PORTWAY_TOKEN).")
     body: dict[str, Any] = {"scopes": list(scopes) or ["inference"], "name": name}
     if user_name:
         body["user"] = user_name
     if expires_in is not None:
         body["expires_in_days"] = expires_in
-    made = cli_tokens.remote_create(server, token, body)
-    expires_at = made["expires_at"]
-    expiry = "never" if expires_at is None else datetime.fromtimestamp(expires_at, UTC).isoformat()
+    made = cli_tokens.remote(server, token, "POST", "/v1/tokens", body)
+    expiry = cli_tokens.iso(made["expires_at"])
     click.echo(
         f"# {made['id']} for {made['user']}, scopes {','.join(made['scopes'])}, expires {expiry}"
     )
@@ -200,10 +197,17 @@ def _pat_create_remote(
 
 @pat.command("list")
 @click.option("--user", "user_name", help="Only this user's tokens.")
+@click.option("--server", help="Ask this running server (its URL); your own tokens by default.")
+@click.option("--token", envvar="PORTWAY_TOKEN", help="With --server: your token.")
 @data_dir_option
 @database_option
-def pat_list(user_name: str | None, **options: Any) -> None:
+def pat_list(user_name: str | None, server: str | None, token: str | None, **options: Any) -> None:
     """One token a line, its id first; never the secret."""
+    if server:
+        query = f"?user={quote(user_name, safe='')}" if user_name else ""
+        for item in cli_tokens.remote(server, token, "GET", "/v1/tokens" + query)["data"]:
+            click.echo(cli_tokens.token_line(item))
+        return
     settings = _settings(**options)
     cli_tokens.require_database(settings, create=False)
     found = _with_store(settings, lambda store: store.list_tokens(user_name))
@@ -218,10 +222,16 @@ def pat_list(user_name: str | None, **options: Any) -> None:
 
 @pat.command("revoke")
 @click.argument("token_id")
+@click.option("--server", help="Ask this running server (its URL).")
+@click.option("--token", envvar="PORTWAY_TOKEN", help="With --server: your token.")
 @data_dir_option
 @database_option
-def pat_revoke(token_id: str, **options: Any) -> None:
+def pat_revoke(token_id: str, server: str | None, token: str | None, **options: Any) -> None:
     """Revoke a token by id; servers refuse it within seconds."""
+    if server:
+        cli_tokens.remote(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
+        click.echo(f"revoked {token_id}")
+        return
     settings = _settings(**options)
     cli_tokens.require_database(settings, create=False)
     if not _with_store(settings, lambda store: store.revoke_token(token_id)):

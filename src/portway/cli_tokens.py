@@ -5,6 +5,7 @@ which is never created by mistake: a missing SQLite file is an error unless
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,31 @@ def _error_message(response: httpx.Response) -> str:
     return f"{response.status_code} from the server: {message}"
 
 
-def remote_create(server: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    """``POST {server}/v1/tokens``; a refusal becomes a ClickException."""
-    url = server.rstrip("/") + "/v1/tokens"
+def remote(server: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    """Call a running server's API with ``token``; a refusal becomes a ClickException."""
+    if not token:
+        raise click.UsageError("--server needs --token (or PORTWAY_TOKEN).")
+    url = server.rstrip("/") + path
     try:
-        response = httpx.post(
-            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        response = httpx.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"Could not reach {url}: {exc}") from exc
     if response.status_code != 200:
         raise click.ClickException(_error_message(response))
-    found: dict[str, Any] = response.json()
-    return found
+    return response.json()
+
+
+def iso(seconds: int | None) -> str:
+    """A Unix time of the API as ISO 8601 UTC; None: ``never``."""
+    return "never" if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def token_line(item: dict[str, Any]) -> str:
+    """One token as ``pat list`` prints it (from the API's token object)."""
+    state = "revoked" if item["revoked_at"] else "active"
+    return (
+        f"{item['id']}\t{item['user']}\t{','.join(item['scopes'])}\t…{item['last4']}\t"
+        f"{state}\tcreated={iso(item['created_at'])}\texpires={iso(item['expires_at'])}"
+    )

@@ -63,6 +63,16 @@ def test_create_asks_a_running_server(server: Server) -> None:
     assert "for remote-rita" in made.stdout
     client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
     assert client.models.list().data
+    asked = ("--server", server.base_url, "--token", server.admin_token)
+    listed = _run("pat", "list", "--user", "remote-rita", *asked)
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    assert "\tremote-rita\tinference\t" in line and "\tactive\t" in line
+    revoked = _run("pat", "revoke", line.split("\t")[0], *asked)
+    assert revoked.returncode == 0, revoked.stderr
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+    assert "\trevoked\t" in _run("pat", "list", "--user", "remote-rita", *asked).stdout
     plain = server.token("remote-sam")
     refused = _run("pat", "create", "--server", server.base_url, "--token", plain, "--user", "x")
     assert refused.returncode != 0 and "403" in refused.stderr and "admin" in refused.stderr
