@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import ResolveResult
 
+from portway.backends.base import PNG_MAGIC
 from portway.serving.media import MediaStore
 from portway.serving.relay.address_guard import (
     AddressPolicy,
@@ -21,7 +22,7 @@ from portway.serving.relay.address_guard import (
     GuardedResolver,
     is_public,
 )
-from portway.serving.relay.rehost import PNG_SIGNATURE, Rehoster, RehostFailed
+from portway.serving.relay.rehost import Rehoster, RehostFailed
 
 REFUSED = [
     "127.0.0.1",
@@ -112,7 +113,7 @@ async def test_resolver_refuses_a_name_with_only_private_addresses() -> None:
 
 # ----------------------------------------------------------------- the fetcher
 
-PNG = PNG_SIGNATURE + b"rest of a picture"
+PNG = PNG_MAGIC + b"rest of a picture"
 
 
 @pytest.fixture

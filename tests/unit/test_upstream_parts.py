@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from portway.backends.tokens import estimate_tokens
 from portway.backends.upstream.backend import Credentials, UpstreamBackend, _envelope
 from portway.backends.upstream.pool import EndpointPool, NoEndpointAvailable, Outcome, display_url
 from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
@@ -15,7 +16,6 @@ from portway.backends.upstream.sse import (
     EventSplitter,
     MalformedStream,
     ModelRewriter,
-    estimate_tokens,
     parse_event,
 )
 from portway.registry import catalog

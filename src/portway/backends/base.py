@@ -177,6 +177,9 @@ class Capabilities:
 
 Kind = Literal["chat", "embedding", "image"]
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+"""The first bytes of every PNG: image backends answer with PNGs."""
+
 
 class ModelBackend(abc.ABC):
     """What every backend has: a kind, and a lifetime around the server's."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -16,6 +15,7 @@ from portway.backends.base import (
     Kind,
     ModelBackend,
 )
+from portway.backends.tokens import estimate_tokens
 from portway.errors import BadGateway
 from portway.runners.errors import RunnerGone, RunnerLost, RunnerTimeout, from_frame
 from portway.runners.link import Call, Event, RunnerLink
@@ -25,11 +25,6 @@ from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame, RunnerTimeo
 ATTEMPTS = 3
 """Runners a request may be sent to: one whose runners keep leaving before they
 answer it (a request that crashes them, say) fails after this many."""
-
-
-def estimate_tokens(text: str) -> int:
-    """A token per 4 UTF-8 bytes (the model's tokenizer is on the runner)."""
-    return math.ceil(len(text.encode("utf-8")) / 4)
 
 
 class RunnerBackend(ModelBackend):
@@ -122,7 +117,7 @@ class RunnerChatBackend(RunnerBackend, ChatBackend):
             self.reasons = info.reasons
 
     def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+        return estimate_tokens(len(text))  # the model's tokenizer is on the runner
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         for attempt in range(ATTEMPTS):

@@ -6,17 +6,17 @@ import base64
 import binascii
 
 from portway.backends.base import (
+    PNG_MAGIC,
     EmbeddingBackend,
     GeneratedImage,
     ImageBackend,
     ImageRequest,
 )
+from portway.backends.tokens import estimate_tokens
 from portway.errors import BadGateway, UnsupportedParameter
-from portway.runners.backend import RunnerBackend, estimate_tokens
+from portway.runners.backend import RunnerBackend
 from portway.runners.pool import MAX_QUEUE
 from portway.runners.wire import ModelInfo
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class RunnerEmbeddingBackend(RunnerBackend, EmbeddingBackend):
@@ -63,7 +63,7 @@ class RunnerImageBackend(RunnerBackend, ImageBackend):
         self.max_prompt_tokens = 0
 
     def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+        return estimate_tokens(len(text))
 
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         images = (await self.unary("image", {"request": request})).images

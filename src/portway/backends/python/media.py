@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from portway.backends.base import (
+    PNG_MAGIC,
     EmbeddingBackend,
     GeneratedImage,
     ImageBackend,
@@ -20,7 +21,6 @@ from portway.sdk.config import ModelConfig
 from portway.sdk.model import ModelClass
 
 T = TypeVar("T")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class _Threaded:

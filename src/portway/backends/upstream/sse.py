@@ -164,9 +164,3 @@ class ModelRewriter:
                 return raw.replace(pattern, pattern[:colon] + self._encoded, 1)
         holder["model"] = self.public
         return json.dumps(top, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def estimate_tokens(text_chars: int) -> int:
-    """Approximate tokens for a piece of ``text_chars`` characters of streamed text:
-    one per four characters (rounded), at least one for a non-empty piece."""
-    return 0 if text_chars <= 0 else max(1, (text_chars + 2) // 4)

@@ -18,11 +18,11 @@ from typing import Any
 
 from portway import sse
 from portway.backends.base import Kind
+from portway.backends.tokens import estimate_tokens
 from portway.backends.upstream.sse import (
     Event,
     MalformedStream,
     ModelRewriter,
-    estimate_tokens,
     parse_json,
 )
 from portway.errors import PortwayError, UnsupportedParameter

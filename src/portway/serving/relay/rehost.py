@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp.helpers import proxies_from_env
 from yarl import URL
 
+from portway.backends.base import PNG_MAGIC
 from portway.backends.upstream.http_client import proxy_for
 from portway.errors import BadGateway
 from portway.serving.media import MediaStore
@@ -46,7 +47,6 @@ MAX_BYTES = 20 * 1024 * 1024
 """The largest upstream image re-hosted."""
 FETCH_SECONDS = 60.0
 """The longest one image may take to fetch (the relay's deadline may cut it shorter)."""
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_REDIRECTS = 3
 """Redirects followed per image, each to an address checked like the first."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -121,7 +121,7 @@ class Rehoster:
             what = type(exc).__name__
             log.warning("re-hosting an image of %s from %s failed: %s", model, target.host, what)
             raise _unfetchable(model) from exc
-        if not data.startswith(PNG_SIGNATURE):
+        if not data.startswith(PNG_MAGIC):
             raise RehostFailed(
                 f"An image of '{model}' from its upstream is not a PNG, which Portway re-hosts."
             )
