@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import GEMMA, SCRIPTED
+from tests.e2e.ledger import wait_for_rows
 from tests.e2e.server import Server
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -150,7 +150,11 @@ def test_refused_requests_write_no_usage(server: Server) -> None:
     url = server.base_url + "/v1/chat/completions"
     for body in ({"model": SCRIPTED, "messages": []}, {"model": "x/y/models/z", "messages": HELLO}):
         assert httpx.post(url, json=body, headers=headers).status_code >= 400
-    time.sleep(1.5)
+    # The ledger is written in order: once a later request's row is in, any of theirs is.
+    later = {"Authorization": f"Bearer {server.token('frank-witness')}"}
+    body = {"model": SCRIPTED, "messages": HELLO}
+    assert httpx.post(url, json=body, headers=later).status_code == 200
+    assert wait_for_rows(server, "frank-witness", 1)
     assert "frank" not in server.cli("usage", "--user", "frank").stdout
 
 
