@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 import anyio
@@ -40,6 +40,8 @@ from portway.backends.upstream.pool import (
 from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
 from portway.errors import BadGateway, GatewayTimeout, PortwayError
 from portway.registry.catalog import OpenAISpec
+
+T = TypeVar("T")
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
@@ -291,6 +293,44 @@ class UpstreamBackend(RelayBackend):
         if self.key_secret:
             return f"secret {self.key_secret!r} (portway secret set {self.key_secret})"
         return None
+
+    def deadline(self) -> float:
+        """When a request to this model must be done, retries included (event
+        loop time): ``timeouts.total`` from now."""
+        return asyncio.get_running_loop().time() + self.timeouts.total
+
+    def first_byte_deadline(self, until: float) -> float:
+        """When an attempt's first byte must be in: ``timeouts.first_byte`` from
+        now, and no later than ``until``."""
+        return min(until, asyncio.get_running_loop().time() + self.timeouts.first_byte)
+
+    async def retrying(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        until: float,
+        on_failure: Callable[[int, PortwayError], None] | None = None,
+    ) -> T:
+        """``attempt()``, again after each retryable upstream failure while the
+        retry policy allows (backoff with jitter, at least ``Retry-After``, the
+        wait ending before ``until``). ``on_failure(tries, error)`` hears of each
+        upstream failure; the last one, or any other error, is raised."""
+        loop = asyncio.get_running_loop()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await attempt()
+            except PortwayError as exc:
+                if not isinstance(exc, UpstreamFailure):
+                    raise
+                if on_failure is not None:
+                    on_failure(tries, exc)
+                wait = None
+                if exc.retryable:
+                    wait = self.retry.wait_before(tries, exc.retry_after, until - loop.time())
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
 
     def health(self) -> list[dict[str, Any]]:
         return self.pool.health()

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -229,7 +230,7 @@ class RelayService:
     async def _unary(self, call: RelayCall, entry: ModelEntry, deadline: float) -> bytes:
         backend = _upstream(entry)
         body = call.endpoint.upstream_body(call.body, backend.upstream_model)
-        first = min(deadline, _now() + backend.timeouts.first_byte)
+        first = backend.first_byte_deadline(deadline)
         exchange = await backend.open(call.endpoint.path, body, stream=False, until=first)
         outcome = Outcome.FAILED
         try:
@@ -290,7 +291,7 @@ class RelayService:
     ) -> _Opened:
         backend = _upstream(entry)
         body = call.endpoint.upstream_body(call.body, backend.upstream_model)
-        first = min(deadline, _now() + backend.timeouts.first_byte)
+        first = backend.first_byte_deadline(deadline)
         exchange = await backend.open(call.endpoint.path, body, stream=True, until=first)
         opened = _Opened(entry, exchange, deadline, state, EventSplitter(backend.max_event_bytes))
         outcome = Outcome.FAILED
@@ -379,44 +380,24 @@ class RelayService:
             if not isinstance(entry.backend, UpstreamBackend):
                 assert last is not None  # the chain starts with the hosted model
                 raise LocalFallback(entry, last)
-            backend = _upstream(entry)
-            deadline = _now() + backend.timeouts.total
-            tries = 0
-            while True:
-                tries += 1
-                try:
-                    return await attempt(entry, deadline)
-                except PortwayError as exc:
-                    if not isinstance(exc, UpstreamFailure):
-                        raise
-                    last = exc
-                    wait = _next_wait(backend, tries, exc, deadline)
-                    log.info(
-                        "%s: %s (attempt %d) %s",
-                        call.ctx.request_id,
-                        entry.name,
-                        tries,
-                        exc.message,
-                    )
-                    if wait is None:
-                        break
-                    await asyncio.sleep(wait)
+            deadline = entry.backend.deadline()
+            log_failure = partial(_log_failure, call, entry)
+            try:
+                return await entry.backend.retrying(
+                    partial(attempt, entry, deadline), deadline, log_failure
+                )
+            except PortwayError as exc:
+                if not isinstance(exc, UpstreamFailure):
+                    raise
+                last = exc
             if not (isinstance(last, UpstreamFailure) and last.fallback):
                 break
         assert last is not None
         raise last
 
 
-def _next_wait(
-    backend: UpstreamBackend, tries: int, exc: UpstreamFailure, deadline: float
-) -> float | None:
-    if not exc.retryable:
-        return None
-    return backend.retry.wait_before(tries, exc.retry_after, deadline - _now())
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+def _log_failure(call: RelayCall, entry: ModelEntry, tries: int, exc: PortwayError) -> None:
+    log.info("%s: %s (attempt %d) %s", call.ctx.request_id, entry.name, tries, exc.message)
 
 
 def _names(registry: Registry) -> dict[str, ModelEntry]:
