@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -51,6 +51,12 @@ async def primed(source: AsyncIterator[T]) -> PrimedStream[T]:
 
 class Disconnected(Exception):
     """The client went away before the work it asked for ended (it was cancelled)."""
+
+
+async def disconnected(receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
+    """Return once ASGI's ``receive`` says the client has gone (``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def unless_disconnected(

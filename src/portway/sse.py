@@ -18,7 +18,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from portway.aio import Disconnected, aclose, unless_disconnected
+from portway.aio import Disconnected, aclose, disconnected, unless_disconnected
 from portway.errors import PortwayError
 
 log = logging.getLogger("portway.sse")
@@ -128,9 +128,4 @@ class RelayedEventStreamResponse(EventStreamResponse):
 async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:
     """Run ``work``, cancelled if the client disconnects first."""
     with contextlib.suppress(Disconnected):
-        await unless_disconnected(work, lambda: _disconnected(receive))
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+        await unless_disconnected(work, lambda: disconnected(receive))

@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
-from portway.api.relay import relay_if_hosted
+from portway.api.relay import serve_or_relay
 from portway.protocol.chat import ChatCompletionRequest
+from portway.registry.models import ModelEntry
 from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import CHAT
 from portway.sse import EventStreamResponse
@@ -24,17 +25,17 @@ async def create_chat_completion(request: Request) -> Any:
     ctx = await context(request, "chat.completions")
     body = await parse_body(request, ChatCompletionRequest)
 
-    async def local(name: str) -> Response:  # a hosted model's local fallback
-        return await _serve(request, ctx, body.model_copy(update={"model": name}))
+    async def serve(body: ChatCompletionRequest, entry: ModelEntry) -> Response:
+        return await _serve(request, ctx, body, entry)
 
-    if relayed := await relay_if_hosted(request, ctx, body.model, CHAT, local):
-        return relayed
-    return await _serve(request, ctx, body)
+    return await serve_or_relay(request, ctx, body, CHAT, serve)
 
 
-async def _serve(request: Request, ctx: RequestContext, body: ChatCompletionRequest) -> Response:
+async def _serve(
+    request: Request, ctx: RequestContext, body: ChatCompletionRequest, entry: ModelEntry
+) -> Response:
     chat = services(request).chat
-    run = await chat.accept(ctx, body)
+    run = await chat.accept(ctx, body, entry)
     if body.stream:
         return EventStreamResponse(await chat.stream(ctx, run))
     result = await cancel_on_disconnect(request, chat.complete(ctx, run))

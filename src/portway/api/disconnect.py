@@ -7,20 +7,15 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from portway.aio import Disconnected, unless_disconnected
+from portway.aio import Disconnected, disconnected, unless_disconnected
 from portway.errors import ClientDisconnected
 
 T = TypeVar("T")
 
 
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Await ``work``; cancel it and raise ClientDisconnected if the client leaves first."""
     try:
-        return await unless_disconnected(work, lambda: _disconnected(request))
+        return await unless_disconnected(work, lambda: disconnected(request.receive))
     except Disconnected:
         raise ClientDisconnected() from None

@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
-from portway.api.relay import relay_if_hosted
+from portway.api.relay import serve_or_relay
 from portway.protocol.embeddings import EmbeddingRequest
+from portway.registry.models import ModelEntry
 from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import EMBEDDINGS
 
@@ -23,14 +24,15 @@ async def create_embeddings(request: Request) -> Any:
     ctx = await context(request, "embeddings")
     body = await parse_body(request, EmbeddingRequest)
 
-    async def local(name: str) -> Response:  # a hosted model's local fallback
-        return await _serve(request, ctx, body.model_copy(update={"model": name}))
+    async def serve(body: EmbeddingRequest, entry: ModelEntry) -> Response:
+        return await _serve(request, ctx, body, entry)
 
-    if relayed := await relay_if_hosted(request, ctx, body.model, EMBEDDINGS, local):
-        return relayed
-    return await _serve(request, ctx, body)
+    return await serve_or_relay(request, ctx, body, EMBEDDINGS, serve)
 
 
-async def _serve(request: Request, ctx: RequestContext, body: EmbeddingRequest) -> Response:
-    result = await cancel_on_disconnect(request, services(request).embeddings.create(ctx, body))
+async def _serve(
+    request: Request, ctx: RequestContext, body: EmbeddingRequest, entry: ModelEntry
+) -> Response:
+    work = services(request).embeddings.create(ctx, body, entry)
+    result = await cancel_on_disconnect(request, work)
     return JSONResponse(result)

@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from portway.api.deps import context, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
-from portway.api.relay import relay_if_hosted
+from portway.api.relay import serve_or_relay
 from portway.protocol.images import ImageGenerationRequest
+from portway.registry.models import ModelEntry
 from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import IMAGES
 
@@ -23,15 +24,16 @@ async def create_image(request: Request) -> Any:
     ctx = await context(request, "images.generations")
     body = await parse_body(request, ImageGenerationRequest)
 
-    async def local(name: str) -> Response:  # a hosted model's local fallback
-        return await _serve(request, ctx, body.model_copy(update={"model": name}))
+    async def serve(body: ImageGenerationRequest, entry: ModelEntry) -> Response:
+        return await _serve(request, ctx, body, entry)
 
-    if relayed := await relay_if_hosted(request, ctx, body.model, IMAGES, local):
-        return relayed
-    return await _serve(request, ctx, body)
+    return await serve_or_relay(request, ctx, body, IMAGES, serve)
 
 
-async def _serve(request: Request, ctx: RequestContext, body: ImageGenerationRequest) -> Response:
+async def _serve(
+    request: Request, ctx: RequestContext, body: ImageGenerationRequest, entry: ModelEntry
+) -> Response:
     found = services(request)
-    work = found.images.generate(ctx, body, found.settings.public_base_url)  # not the Host header
+    base_url = found.settings.public_base_url  # not the Host header
+    work = found.images.generate(ctx, body, base_url, entry)
     return JSONResponse(await cancel_on_disconnect(request, work))

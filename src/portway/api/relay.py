@@ -1,20 +1,20 @@
-"""HTTP glue for hosted (upstream) models, shared by every endpoint.
+"""One hop from a route to what serves it: :func:`serve_or_relay`.
 
-An endpoint's route parses its body with its request model as usual, resolves the
-model, and, if the model's backend is a :class:`~portway.backends.base.RelayBackend`,
-returns ``await relay(request, ctx, entry, ENDPOINT, local)`` instead of calling
-its serving layer. ``local`` serves the same request with a local model of the
-given name: the relay calls it when a hosted model's chain of fallbacks reaches a
-local model (every hosted model before it failed before its first byte). The
-answer is then the local model's, in OpenAI's shape, and names the model that
-answered, as a hosted fallback's answer does (and as LiteLLM's proxy does
-after a fallback).
+A model route parses its body with its request model, then returns
+``await serve_or_relay(request, ctx, body, ENDPOINT, serve)``. The model is
+resolved once, here: a local model's request goes to ``serve(body, entry)`` (the
+route's call into its serving layer); a hosted model's is relayed to its upstream.
+When a hosted model's chain of fallbacks reaches a local model (every hosted
+model before it failed before its first byte), ``serve`` answers with that local
+model: the answer is in OpenAI's shape and names the model that answered, as a
+hosted fallback's answer does (and as LiteLLM's proxy does after a fallback).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, Self, TypeVar
 
 from fastapi import Request
 from starlette.responses import Response
@@ -30,21 +30,37 @@ from portway.sse import RelayedEventStreamResponse
 
 log = logging.getLogger("portway.relay")
 
-LocalServe = Callable[[str], Awaitable[Response]]
-"""Serves the request with the local model of the given name."""
+
+class NamesModel(Protocol):
+    """A request body naming its ``model`` (every model route's pydantic body)."""
+
+    model: str
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Self: ...
 
 
-async def relay_if_hosted(
-    request: Request,
-    ctx: RequestContext,
-    model: str,
-    endpoint: RelayEndpoint,
-    local: LocalServe | None = None,
-) -> Response | None:
-    """The relayed response when ``model`` is hosted upstream; None for a local one."""
-    entry = services(request).registry.resolve(model, ctx.principal)
+B = TypeVar("B", bound=NamesModel)
+
+Serve = Callable[[B, ModelEntry], Awaitable[Response]]
+"""Serves a body with the local model it names (the entry given)."""
+
+LocalServe = Callable[[ModelEntry], Awaitable[Response]]
+"""Serves the request with the given local model (a hosted model's fallback)."""
+
+
+async def serve_or_relay(
+    request: Request, ctx: RequestContext, body: B, endpoint: RelayEndpoint, serve: Serve[B]
+) -> Response:
+    """Resolve ``body.model`` once; serve it locally with ``serve`` or relay it upstream."""
+    entry = services(request).registry.resolve(body.model, ctx.principal)
     if not isinstance(entry.backend, RelayBackend):
-        return None
+        return await serve(body, entry)
+
+    async def local(fallback: ModelEntry) -> Response:
+        return await serve(body.model_copy(update={"model": fallback.name}), fallback)
+
     return await relay(request, ctx, entry, endpoint, local)
 
 
@@ -69,7 +85,7 @@ async def relay(
             handoff.error.message,
             handoff.entry.name,
         )
-        return await local(handoff.entry.name)
+        return await local(handoff.entry)
 
 
 async def _relay(

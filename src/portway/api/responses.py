@@ -11,10 +11,11 @@ from starlette.responses import Response
 
 from portway.api.deps import context, invalid_request, parse_body, services
 from portway.api.disconnect import cancel_on_disconnect
-from portway.api.relay import relay_if_hosted
+from portway.api.relay import serve_or_relay
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.base import RequestModel
 from portway.protocol.responses import CreateResponse
+from portway.registry.models import ModelEntry
 from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import RESPONSES
 from portway.serving.responses import ResponsesService
@@ -39,17 +40,17 @@ async def create_response(request: Request) -> Any:
     ctx = await context(request, ENDPOINT)
     body = await _body(request)
 
-    async def local(name: str) -> Response:  # a hosted model's local fallback
-        return await _create(request, ctx, body.model_copy(update={"model": name}))
+    async def serve(body: CreateResponse, entry: ModelEntry) -> Response:
+        return await _create(request, ctx, body, entry)
 
-    if relayed := await relay_if_hosted(request, ctx, body.model, RESPONSES, local):
-        return relayed
-    return await _create(request, ctx, body)
+    return await serve_or_relay(request, ctx, body, RESPONSES, serve)
 
 
-async def _create(request: Request, ctx: RequestContext, body: CreateResponse) -> Response:
+async def _create(
+    request: Request, ctx: RequestContext, body: CreateResponse, entry: ModelEntry
+) -> Response:
     service = _service(request)
-    run = await service.create(ctx, body)
+    run = await service.create(ctx, body, entry)
     if body.stream:
         return NamedEventStreamResponse(service.events(run))
     return JSONResponse(await cancel_on_disconnect(request, service.complete(run)))

@@ -115,9 +115,15 @@ class ChatService:
         self.registry = registry
         self.recorder = recorder
 
-    async def accept(self, ctx: RequestContext, request: wire.ChatCompletionRequest) -> ChatRun:
-        """Resolve the model and check every parameter; nothing runs yet."""
-        entry = self.registry.resolve(request.model, ctx.principal)
+    async def accept(
+        self,
+        ctx: RequestContext,
+        request: wire.ChatCompletionRequest,
+        entry: ModelEntry | None = None,
+    ) -> ChatRun:
+        """Resolve the model (unless the caller did: ``entry``) and check every
+        parameter; nothing runs yet."""
+        entry = entry or self.registry.resolve(request.model, ctx.principal)
         backend = entry.chat_backend()
         chat_request.check_supported(request, backend.capabilities)
         tool_use = await chat_request.checked_tool_use(request)

@@ -23,7 +23,7 @@ from portway.protocol.embeddings import (
     EmbeddingResponse,
     EmbeddingUsage,
 )
-from portway.registry.models import Registry
+from portway.registry.models import ModelEntry, Registry
 from portway.serving.context import RequestContext
 from portway.serving.metering import Recorder, ledger_row
 
@@ -109,9 +109,12 @@ class EmbeddingService:
         self.registry = registry
         self.recorder = recorder
 
-    async def create(self, ctx: RequestContext, request: EmbeddingRequest) -> dict[str, Any]:
-        """OpenAI's ``CreateEmbeddingResponse`` body; refusals raise before any row is written."""
-        entry = self.registry.resolve(request.model, ctx.principal)
+    async def create(
+        self, ctx: RequestContext, request: EmbeddingRequest, entry: ModelEntry | None = None
+    ) -> dict[str, Any]:
+        """OpenAI's ``CreateEmbeddingResponse`` body; refusals raise before any row is
+        written. ``entry`` is the model ``request`` names, if the caller resolved it."""
+        entry = entry or self.registry.resolve(request.model, ctx.principal)
         ctx.log_fields["model"] = entry.name
         backend = entry.embedding_backend()
         dimensions = _dimensions(request, backend)

@@ -23,7 +23,7 @@ from portway.protocol.images import (
     ImagesResponse,
     ImageUsage,
 )
-from portway.registry.models import Registry
+from portway.registry.models import ModelEntry, Registry
 from portway.serving.context import RequestContext
 from portway.serving.media import MediaStore
 from portway.serving.metering import Recorder, ledger_row
@@ -105,10 +105,15 @@ class ImageService:
         self.media = media
 
     async def generate(
-        self, ctx: RequestContext, request: ImageGenerationRequest, base_url: str
+        self,
+        ctx: RequestContext,
+        request: ImageGenerationRequest,
+        base_url: str,
+        entry: ModelEntry | None = None,
     ) -> dict[str, Any]:
-        """OpenAI's ``ImagesResponse`` body; ``url`` results are links under ``base_url``."""
-        entry = self.registry.resolve(request.model, ctx.principal)
+        """OpenAI's ``ImagesResponse`` body; ``url`` results are links under ``base_url``.
+        ``entry`` is the model ``request`` names, if the caller resolved it."""
+        entry = entry or self.registry.resolve(request.model, ctx.principal)
         ctx.log_fields["model"] = entry.name
         backend = entry.image_backend()
         check_supported(request, backend.capabilities)

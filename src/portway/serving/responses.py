@@ -24,6 +24,7 @@ from portway.aio import PrimedStream, aclose
 from portway.errors import ContextLengthExceeded, InvalidRequest, NotFound, PortwayError
 from portway.protocol import responses as wire
 from portway.protocol.responses import CreateResponse
+from portway.registry.models import ModelEntry
 from portway.serving.chat import ChatRun, ChatService
 from portway.serving.context import RequestContext
 from portway.serving.responses_events import EventWriter
@@ -116,8 +117,11 @@ class ResponsesService:
 
     # -- creating
 
-    async def create(self, ctx: RequestContext, body: CreateResponse) -> ResponseRun:
-        """Check ``body``, rebuild its conversation and start the model on it.
+    async def create(
+        self, ctx: RequestContext, body: CreateResponse, entry: ModelEntry | None = None
+    ) -> ResponseRun:
+        """Check ``body``, rebuild its conversation and start the model on it
+        (``entry``, if the caller resolved the model ``body`` names).
 
         Everything a request can be refused for is raised here, before anything
         is stored or streamed.
@@ -126,7 +130,7 @@ class ResponsesService:
         items = normalise(body.input)
         history = await self._history(ctx.principal.user.id, body.previous_response_id)
         check_conversation(history, items)
-        chat, chunks = await self._start(ctx, body, history + items)
+        chat, chunks = await self._start(ctx, body, history + items, entry)
         return ResponseRun(
             id=new_id("resp"),
             created_at=int(time.time()),
@@ -166,7 +170,11 @@ class ResponsesService:
         ]
 
     async def _start(
-        self, ctx: RequestContext, body: CreateResponse, items: list[Item]
+        self,
+        ctx: RequestContext,
+        body: CreateResponse,
+        items: list[Item],
+        entry: ModelEntry | None,
     ) -> tuple[ChatRun, PrimedStream[dict[str, Any]]]:
         """Accept and prime the chat run; with ``truncation: "auto"``, drop the
         oldest turns until the prompt fits the model's context."""
@@ -174,7 +182,7 @@ class ResponsesService:
         while True:
             messages = to_messages(body.instructions, [item for turn in kept for item in turn])
             with named_for_responses():
-                run = await self.chat.accept(ctx, chat_request(body, messages))
+                run = await self.chat.accept(ctx, chat_request(body, messages), entry)
                 try:
                     return run, await self.chat.stream(ctx, run)
                 except ContextLengthExceeded:
