@@ -7,13 +7,11 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
 
 from portway.aio import aclose
-from portway.auth.principal import Principal
 from portway.backends.upstream.backend import upstream_backend
 from portway.backends.upstream.http_client import open_session
 from portway.backends.upstream.sse import EventSplitter, EventTooLarge, MalformedStream
@@ -24,7 +22,7 @@ from portway.registry.refs import ModelRef
 from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import CHAT
 from portway.serving.relay.service import RelayService
-from portway.store import User
+from tests.unit.doubles import Ledger, context, user
 
 
 def _feed_all(splitter: EventSplitter, data: bytes, size: int) -> list[bytes]:
@@ -147,19 +145,13 @@ def _service(base: str) -> tuple[RelayService, ModelEntry]:
         }
     )
     entry = ModelEntry(ModelRef("up", "sse", "endless"), "0" * 32, upstream_backend(spec))
-    service = RelayService(Registry([entry]), _Ledger(), open_session())
+    service = RelayService(Registry([entry]), Ledger(), open_session())
     entry.backend.attach(service.session, None)  # type: ignore[attr-defined]
     return service, entry
 
 
-class _Ledger:
-    def record(self, record: object) -> None:
-        return None
-
-
 def _ctx() -> RequestContext:
-    user = User(id=1, name="up", is_admin=False, created_at=datetime.now(UTC))
-    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), "chat.completions")
+    return context("chat.completions", user("up"))
 
 
 async def _read_into(frames: list[bytes], source: AsyncIterator[bytes]) -> None:

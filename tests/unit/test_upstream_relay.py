@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from portway.aio import aclose
-from portway.auth.principal import Principal
 from portway.backends.scripted import ScriptedBackend
 from portway.backends.upstream.backend import UpstreamBackend, upstream_backend
 from portway.backends.upstream.http_client import open_session
@@ -31,16 +29,8 @@ from portway.serving.relay.endpoints import (
     RelayEndpoint,
 )
 from portway.serving.relay.service import RelayService
-from portway.store import UsageRecord, User
+from tests.unit.doubles import Ledger, context, user
 from tests.upstreams import FakeUpstream
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.rows: list[UsageRecord] = []
-
-    def record(self, record: UsageRecord) -> None:
-        self.rows.append(record)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +71,7 @@ async def relay(upstream: FakeUpstream) -> AsyncIterator[tuple[RelayService, Led
 
 
 def _ctx(endpoint: str) -> RequestContext:
-    user = User(id=1, name="up", is_admin=False, created_at=datetime.now(UTC))
-    return RequestContext("req_1", Principal(user, "tok_1", ("inference",)), endpoint)
+    return context(endpoint, user("up"))
 
 
 def _raw(**body: object) -> bytes:
