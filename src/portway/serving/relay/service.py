@@ -49,7 +49,7 @@ from portway.registry.catalog import CatalogError
 from portway.registry.models import ModelEntry, Registry
 from portway.serving.context import RequestContext
 from portway.serving.media import MediaStore
-from portway.serving.metering import Recorder
+from portway.serving.metering import CUT_SHORT, Recorder, log_tokens, record_row
 from portway.serving.relay.address_guard import AddressPolicy
 from portway.serving.relay.endpoints import RelayEndpoint, StreamState
 from portway.serving.relay.rehost import Rehoster
@@ -282,7 +282,7 @@ class RelayService:
         except LocalFallback:
             raise
         except BaseException as exc:
-            self.recorder.record(call.meter.to_record(*_status(exc)))
+            record_row(self.recorder, call.meter, exc)
             raise
         return RelayStream(self._frames(call, opened), state, call.endpoint)
 
@@ -330,7 +330,7 @@ class RelayService:
         """The stream's frames. Its ledger row is recorded before the frames that
         end it are handed on: a client that got the whole stream is on record."""
         state, exchange = opened.state, opened.exchange
-        status: tuple[str, str | None] = ("cancelled", None)
+        ended: BaseException | None = CUT_SHORT
         outcome = Outcome.NEUTRAL
         recorded = False
         try:
@@ -347,26 +347,24 @@ class RelayService:
                     break
                 frames = self._relay(call, opened, piece)
             frames += call.endpoint.stream_end(state)
-            status, outcome = ("completed", None), Outcome.OK
-            recorded = self._record_stream(call, opened, status)
+            ended, outcome = None, Outcome.OK
+            recorded = self._record_stream(call, opened, ended)
             yield frames
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
-                status, outcome = _status(exc), Outcome.FAILED
+                ended, outcome = exc, Outcome.FAILED
             raise
         finally:
             if not recorded:
-                self._record_stream(call, opened, status)
+                self._record_stream(call, opened, ended)
             await exchange.finish(outcome)
 
-    def _record_stream(
-        self, call: RelayCall, opened: _Opened, status: tuple[str, str | None]
-    ) -> bool:
+    def _record_stream(self, call: RelayCall, opened: _Opened, ended: BaseException | None) -> bool:
         """Write the stream's ledger row (estimated where the upstream gave no usage)."""
         estimate = (call.endpoint.estimate(call.body, None)[0], opened.state.estimated)
         _meter(call.meter, opened.entry, opened.state.usage or estimate)
-        self.recorder.record(call.meter.to_record(*status))
-        _log_tokens(call)
+        record_row(self.recorder, call.meter, ended)
+        log_tokens(call.ctx, call.meter)
         return True
 
     # ---------------------------------------------------------------- attempts
@@ -440,20 +438,6 @@ def _meter(meter: Meter, entry: ModelEntry, usage: tuple[int, int]) -> None:
     meter.prompt_tokens, meter.completion_tokens = usage
 
 
-def _status(exc: BaseException) -> tuple[str, str | None]:
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return "cancelled", None
-    if isinstance(exc, PortwayError):
-        return "failed", exc.code or exc.type
-    return "failed", "server_error"
-
-
-def _log_tokens(call: RelayCall) -> None:
-    call.ctx.log_fields.update(
-        prompt_tokens=call.meter.prompt_tokens, completion_tokens=call.meter.completion_tokens
-    )
-
-
 class _ledger:
     """Writes the call's ledger row when a unary relay ends, however it ends."""
 
@@ -468,6 +452,5 @@ class _ledger:
     ) -> None:
         if isinstance(exc, LocalFallback):
             return  # the local model's serving layer writes the row
-        status = ("completed", None) if exc is None else _status(exc)
-        self.recorder.record(self.call.meter.to_record(*status))
-        _log_tokens(self.call)
+        record_row(self.recorder, self.call.meter, exc)
+        log_tokens(self.call.ctx, self.call.meter)
