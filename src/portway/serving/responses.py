@@ -22,7 +22,7 @@ import anyio
 
 from portway.aio import PrimedStream, aclose
 from portway.errors import ContextLengthExceeded, InvalidRequest, NotFound, PortwayError
-from portway.protocol import responses as wire
+from portway.protocol import response_object as wire
 from portway.protocol.responses import CreateResponse
 from portway.registry.models import ModelEntry
 from portway.serving.chat import ChatRun, ChatService

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from portway.protocol import responses as wire
+from portway.protocol import response_events as wire_events
+from portway.protocol import response_object as wire
 from portway.serving.responses_input import new_id
 
 Kind = Literal["message", "function_call", "reasoning"]
@@ -74,14 +75,14 @@ class EventWriter:
     pending_space: str = ""
     """Whitespace before any item: kept until text follows, dropped before a call."""
 
-    def event(self, model: type[wire.Event], kind: str, **fields: Any) -> dict[str, Any]:
+    def event(self, model: type[wire_events.Event], kind: str, **fields: Any) -> dict[str, Any]:
         body = model(type=kind, sequence_number=self.sequence, **fields).model_dump(mode="json")
         self.sequence += 1
         return body
 
     def lifecycle(self, kind: str, response: wire.Response) -> dict[str, Any]:
         """``response.created``, ``.in_progress``, ``.completed``, ``.failed``, ..."""
-        return self.event(wire.ResponseEvent, f"response.{kind}", response=response)
+        return self.event(wire_events.ResponseEvent, f"response.{kind}", response=response)
 
     # -- feeding
 
@@ -112,7 +113,7 @@ class EventWriter:
         delta_kind = "output_text" if kind == "message" else "reasoning_text"
         events.append(
             self.event(
-                wire.TextDeltaEvent,
+                wire_events.TextDeltaEvent,
                 f"response.{delta_kind}.delta",
                 item_id=self.current.id,
                 output_index=self.current.index,
@@ -134,7 +135,7 @@ class EventWriter:
             self.current.text.append(fragment)
             events.append(
                 self.event(
-                    wire.ArgumentsDeltaEvent,
+                    wire_events.ArgumentsDeltaEvent,
                     "response.function_call_arguments.delta",
                     item_id=self.current.id,
                     output_index=self.current.index,
@@ -152,7 +153,10 @@ class EventWriter:
         item = self.current.item("in_progress", final=False)
         events.append(
             self.event(
-                wire.OutputItemEvent, "response.output_item.added", output_index=index, item=item
+                wire_events.OutputItemEvent,
+                "response.output_item.added",
+                output_index=index,
+                item=item,
             )
         )
         if kind != "function_call":
@@ -163,7 +167,7 @@ class EventWriter:
         self, kind: str, item: _Open, part: wire.OutputText | wire.ReasoningText
     ) -> dict[str, Any]:
         return self.event(
-            wire.ContentPartEvent,
+            wire_events.ContentPartEvent,
             f"response.content_part.{kind}",
             item_id=item.id,
             output_index=item.index,
@@ -181,7 +185,7 @@ class EventWriter:
         if current.kind == "function_call":
             events = [
                 self.event(
-                    wire.ArgumentsDoneEvent,
+                    wire_events.ArgumentsDoneEvent,
                     "response.function_call_arguments.done",
                     **where,
                     name=current.name,
@@ -193,7 +197,7 @@ class EventWriter:
             logprobs = current.logprobs if current.kind == "message" else None
             events = [
                 self.event(
-                    wire.TextDoneEvent,
+                    wire_events.TextDoneEvent,
                     f"response.{done}.done",
                     **where,
                     content_index=0,
@@ -206,7 +210,7 @@ class EventWriter:
         self.output.append(item)
         events.append(
             self.event(
-                wire.OutputItemEvent,
+                wire_events.OutputItemEvent,
                 "response.output_item.done",
                 output_index=current.index,
                 item=item,
