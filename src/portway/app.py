@@ -16,12 +16,12 @@ from portway.api import usage as usage_api
 from portway.api.fast import FastRoutes, fast_routes
 from portway.auth.principal import Authenticator
 from portway.bootstrap import ensure_first_admin
+from portway.builders import build_registry
 from portway.console import pages as console_pages
 from portway.malloc_tuning import MemoryTrimmer
 from portway.middleware import BodyLimit, RequestLog
 from portway.private import private_dir
 from portway.registry import catalog
-from portway.registry.loader import build_registry
 from portway.registry.models import Registry
 from portway.runners.hub import RunnerHub
 from portway.serving.chat import ChatService

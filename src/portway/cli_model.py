@@ -51,7 +51,7 @@ def model_init(folder: Path, user: str | None, app: str, model_id: str | None) -
 
 
 def _load(folder: Path) -> Any:
-    from portway.sdk.loader import load_model_dir
+    from portway.backends.python.loader import load_model_dir
     from portway.sdk.requirements import MissingRequirements
 
     try:
@@ -131,7 +131,6 @@ def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **op
     The catalogue is written to DATA_DIR/model-serve.toml; on a fresh data
     directory the admin token is printed once.
     """
-    from portway.cli import serve
     from portway.sdk.config import ModelConfigError, load_config
     from portway.sdk.requirements import MissingRequirements, check_requirements
 
@@ -148,4 +147,15 @@ def model_serve(ctx: click.Context, /, folder: Path, data_dir: Path | None, **op
     base = (options["public_url"] or f"http://{options['host']}:{options['port']}") + "/v1"
     click.echo(f"serving {config.owned_by(ADMIN)} at {base} (data in {settings.data_dir})")
     sys.stdout.flush()
+    serve = _sibling(ctx, "serve")
     ctx.invoke(serve, data_dir=settings.data_dir, config=catalog, **options)
+
+
+def _sibling(ctx: click.Context, name: str) -> click.Command:
+    """The ``portway`` command ``name``, found through the command line's root
+    group (importing ``portway.cli``, which imports this module, would make a cycle)."""
+    root = ctx.find_root().command
+    command = root.get_command(ctx, name) if isinstance(root, click.Group) else None
+    if command is None:
+        raise click.UsageError(f"no portway command {name!r}")
+    return command

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from portway.backends.llamacpp.default_model import ensure_default_gguf
+from portway.backends.python.loader import load_model_dir
 from portway.sdk import GenerateParams, Usage
-from portway.sdk.loader import load_model_dir
 
 GEMMA_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "models" / "gemma"
 

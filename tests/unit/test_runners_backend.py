@@ -13,8 +13,9 @@ from portway.aio import aclose
 from portway.backends.base import Delta, GenerationRequest, ImageRequest, Message, SamplingParams
 from portway.errors import BadGateway, Overloaded, PortwayError
 from portway.runners import wire
-from portway.runners.backend import RunnerChatBackend, runner_backend
+from portway.runners.backend import RunnerChatBackend
 from portway.runners.errors import RunnerLost, RunnerTimeout, RunnerUnavailable
+from portway.runners.kinds import runner_backend
 from portway.runners.link import RunnerLink
 from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
 from portway.runners.wire import ModelInfo

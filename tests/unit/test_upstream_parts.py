@@ -18,8 +18,8 @@ from portway.backends.upstream.sse import (
     ModelRewriter,
     parse_event,
 )
+from portway.builders import BUILDERS
 from portway.registry import catalog
-from portway.registry.loader import BUILDERS
 from portway.serving.relay.endpoints import CHAT, RESPONSES, StreamState
 from portway.store import Store
 from portway.store.secrets import SecretBox, SecretError, read_secret, set_secret

@@ -219,7 +219,7 @@ class RunnerSpec(BaseSpec):
 
 
 # A new backend adds its spec class here, and its builder (backends/<family>/builder.py)
-# to BUILDERS in registry/loader.py.
+# to BUILDERS in portway/builders.py.
 ModelSpec = Annotated[
     LlamaCppSpec
     | ScriptedSpec

@@ -12,7 +12,6 @@ from portway.backends.base import (
     ChatBackend,
     Delta,
     GenerationRequest,
-    Kind,
     ModelBackend,
 )
 from portway.backends.tokens import estimate_tokens
@@ -169,24 +168,3 @@ def _has_output(delta: Delta) -> bool:
         or delta.logprobs
         or delta.finish_reason
     )
-
-
-def runner_backend(
-    reference: str,
-    kind: Kind,
-    info: ModelInfo | None = None,
-    max_queue: int = MAX_QUEUE,
-    timeouts: RunnerTimeouts | None = None,
-) -> RunnerBackend:
-    """The runner-served backend of a model of ``kind`` (``timeouts``: the catalogue's)."""
-    from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
-
-    backend: RunnerBackend
-    if kind == "embedding":
-        backend = RunnerEmbeddingBackend(reference, info, max_queue)
-    elif kind == "image":
-        backend = RunnerImageBackend(reference, info, max_queue)
-    else:
-        backend = RunnerChatBackend(reference, info, max_queue)
-    backend.declared_timeouts = timeouts
-    return backend

@@ -10,8 +10,9 @@ from portway.backends.base import Kind
 from portway.errors import PermissionDenied
 from portway.registry import refs
 from portway.registry.models import ModelEntry, Registry
-from portway.runners.backend import RunnerBackend, runner_backend
+from portway.runners.backend import RunnerBackend
 from portway.runners.errors import RunnerConflict
+from portway.runners.kinds import runner_backend
 from portway.runners.link import RunnerLink
 from portway.runners.wire import Hello, RunnerTimeouts
 from portway.store import Store

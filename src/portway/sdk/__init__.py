@@ -1,5 +1,6 @@
 """Portway's model SDK: a model is a folder with ``model.py`` (a ``ModelClass``
-subclass) and ``portway-model.toml``; ``load_model_dir`` turns it into a backend."""
+subclass) and ``portway-model.toml``; ``load_model_dir`` turns it into a backend
+(it lives with that backend family, in ``portway.backends.python.loader``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from portway.sdk.types import (
 )
 
 if TYPE_CHECKING:
+    from portway.backends.python.loader import LoadedModel, load_model_dir
     from portway.sdk.config import ModelConfig, ModelConfigError
-    from portway.sdk.loader import LoadedModel, load_model_dir
     from portway.sdk.openai_model import OpenAIModelClass
     from portway.sdk.requirements import MissingRequirements
 
@@ -42,8 +43,8 @@ __all__ = [
 _LAZY = {
     "ModelConfig": "portway.sdk.config",
     "ModelConfigError": "portway.sdk.config",
-    "LoadedModel": "portway.sdk.loader",
-    "load_model_dir": "portway.sdk.loader",
+    "LoadedModel": "portway.backends.python.loader",
+    "load_model_dir": "portway.backends.python.loader",
     "OpenAIModelClass": "portway.sdk.openai_model",
     "MissingRequirements": "portway.sdk.requirements",
 }

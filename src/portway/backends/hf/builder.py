@@ -1,4 +1,4 @@
-"""The catalogue builders of embedding and image models (see registry/loader.py)."""
+"""The catalogue builders of embedding and image models (see portway/builders.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 from portway.backends.base import Built, ImageCapabilities
 from portway.backends.digests import directory_digest
+from portway.backends.versions import version_id
 from portway.registry.catalog import (
     MINILM_PACKAGE,
     CatalogError,
     DiffusersSpec,
     SentenceTransformersSpec,
 )
-from portway.registry.versions import version_id
 
 
 def _model_dir(reference: str, path: Path) -> Path:

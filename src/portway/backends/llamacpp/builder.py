@@ -1,12 +1,12 @@
-"""The catalogue builder of ``backend = "llamacpp"`` (see registry/loader.py)."""
+"""The catalogue builder of ``backend = "llamacpp"`` (see portway/builders.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from portway.backends.base import Built
+from portway.backends.versions import version_id
 from portway.registry.catalog import CatalogError, LlamaCppSpec
-from portway.registry.versions import version_id
 
 
 def _gguf_path(spec: LlamaCppSpec, data_dir: Path) -> Path:

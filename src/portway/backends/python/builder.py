@@ -11,7 +11,7 @@ from portway.registry.catalog import CatalogError, PythonSpec
 def build_python(spec: PythonSpec, data_dir: Path) -> Built:
     """Load the folder (its config, requirements and ``model.py``); its
     ``user``/``app``/``id`` must be the catalogue entry's."""
-    from portway.sdk.loader import load_model_dir
+    from portway.backends.python.loader import load_model_dir
     from portway.sdk.requirements import MissingRequirements
 
     try:

@@ -22,7 +22,6 @@ from portway.backends.base import (
     ChatBackend,
     Delta,
     GenerationRequest,
-    ModelBackend,
 )
 from portway.backends.python.bridge import ThreadedIterator
 from portway.backends.python.yields import YieldConverter, request_params, to_dicts
@@ -139,14 +138,3 @@ async def _released(items: AsyncIterator[Any], release: Callable[[], None]) -> A
             await aclose(items)
         finally:
             release()
-
-
-def backend_for(model: ModelClass, config: ModelConfig) -> ModelBackend:
-    """The backend for ``config.kind``."""
-    if config.kind == "chat":
-        return PythonChatBackend(model, config)
-    from portway.backends.python.media import PythonEmbeddingBackend, PythonImageBackend
-
-    if config.kind == "embedding":
-        return PythonEmbeddingBackend(model, config)
-    return PythonImageBackend(model, config)

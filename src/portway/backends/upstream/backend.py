@@ -23,7 +23,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import aiohttp
 import anyio
@@ -39,7 +39,9 @@ from portway.backends.upstream.pool import (
 )
 from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
 from portway.errors import BadGateway, GatewayTimeout, PortwayError
-from portway.registry.catalog import OpenAISpec
+
+if TYPE_CHECKING:  # the catalogue imports this family's spec.py: no import back at run time
+    from portway.registry.catalog import OpenAISpec
 
 T = TypeVar("T")
 

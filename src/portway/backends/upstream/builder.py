@@ -1,13 +1,16 @@
-"""The catalogue builder of ``backend = "openai"`` (see registry/loader.py)."""
+"""The catalogue builder of ``backend = "openai"`` (see portway/builders.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portway.backends.base import Built
 from portway.backends.upstream.backend import upstream_backend
-from portway.registry.catalog import OpenAISpec
-from portway.registry.versions import version_id
+from portway.backends.versions import version_id
+
+if TYPE_CHECKING:  # the catalogue imports this family's spec.py: no import back at run time
+    from portway.registry.catalog import OpenAISpec
 
 
 def build_openai(spec: OpenAISpec, data_dir: Path) -> Built:

@@ -1,4 +1,9 @@
-"""Build the registry from the catalogue: one backend and version per model."""
+"""Build the registry from the catalogue: one backend and version per model.
+
+Each backend family's builder lives beside its backend (``backends/<family>/builder.py``);
+``BUILDERS`` names them by the catalogue's ``backend`` field. This module sits
+above both ``registry`` and the families, so neither imports the other back.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,11 @@ from portway.backends.llamacpp.builder import build_llamacpp
 from portway.backends.python.builder import build_python
 from portway.backends.scripted import ScriptedBackend
 from portway.backends.upstream.builder import build_openai
+from portway.backends.versions import version_id
 from portway.registry import catalog
 from portway.registry.catalog import Catalog, RunnerSpec, ScriptedSpec
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
-from portway.registry.versions import version_id
 from portway.store import Store
 
 
@@ -29,7 +34,7 @@ def build_scripted(spec: ScriptedSpec, data_dir: Path) -> Built:
 
 def build_runner(spec: RunnerSpec, data_dir: Path) -> Built:
     """A declared runner model: listed always, served while runners attach."""
-    from portway.runners.backend import runner_backend
+    from portway.runners.kinds import runner_backend
 
     backend = runner_backend(spec.reference, spec.kind, timeouts=spec.timeouts)
     return backend, version_id("runner", spec.reference)

@@ -10,6 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 from portway.backends.base import ModelBackend
+from portway.backends.python.media import PythonEmbeddingBackend, PythonImageBackend
+from portway.backends.python.model import PythonChatBackend
 from portway.sdk.config import ModelConfig, ModelConfigError, load_config
 from portway.sdk.digest import folder_digest
 from portway.sdk.model import ModelClass
@@ -91,8 +93,7 @@ def load_model_dir(path: Path | str) -> LoadedModel:
     Raises ``ModelConfigError`` or ``MissingRequirements``; whatever importing
     ``model.py`` raises propagates.
     """
-    from portway.backends.python.model import backend_for
-    from portway.registry.versions import version_id
+    from portway.backends.versions import version_id
 
     folder = Path(path).resolve()
     config = load_config(folder)
@@ -107,3 +108,12 @@ def load_model_dir(path: Path | str) -> LoadedModel:
     model.config, model.path = config, folder
     version = version_id("python", digest)
     return LoadedModel(folder, config, model, backend_for(model, config), version)
+
+
+def backend_for(model: ModelClass, config: ModelConfig) -> ModelBackend:
+    """The backend for ``config.kind``."""
+    if config.kind == "chat":
+        return PythonChatBackend(model, config)
+    if config.kind == "embedding":
+        return PythonEmbeddingBackend(model, config)
+    return PythonImageBackend(model, config)
