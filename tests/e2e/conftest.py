@@ -34,11 +34,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
-    )
+    """The admin's client of ``server``: the session's, or a module's own server."""
+    return server.client()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import openai
 
 TOKEN_LINE = re.compile(r"^\s+(pwt_[0-9A-Za-z]+)\s*$", re.MULTILINE)
 
@@ -139,6 +140,12 @@ class Server:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return portway(*args, *self.store_args())
+
+    def client(self) -> openai.OpenAI:
+        """The official client as the first admin, without retries."""
+        return openai.OpenAI(
+            base_url=self.base_url + "/v1", api_key=self.admin_token, max_retries=0
+        )
 
     def token(self, user: str, *scopes: str, expires_in: str | None = None) -> str:
         args = ["pat", "create", "--user", user]

@@ -41,13 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
-    )
-
-
 def _embed(client: openai.OpenAI, text: str | list[str], **options: Any) -> list[list[float]]:
     reply = client.embeddings.create(model=MINILM, input=text, **options)
     return [item.embedding for item in reply.data]

@@ -69,13 +69,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
-    )
-
-
 def _png_size(data: bytes) -> tuple[int, int]:
     from PIL import Image
 

@@ -36,24 +36,18 @@ HELLO = [{"role": "user", "content": "count"}]
 POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
-    )
-
-
 def test_restart_keeps_tokens_versions_and_prints_the_token_once(fresh_dir: Path) -> None:
     first = Server(fresh_dir, CATALOG).start()
     try:
         assert len(TOKEN_LINE.findall(first.log_text())) == 1
         assert "open to other local users" not in first.log_text()  # the harness made it 0700
-        version = _client(first).models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
+        version = first.client().models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
     finally:
         assert first.stop() == 0
     second = Server(fresh_dir, CATALOG, admin_token=first.admin_token).start()
     try:
         assert len(TOKEN_LINE.findall(second.log_text())) == 1, "the token is printed only once"
-        again = _client(second).models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
+        again = second.client().models.retrieve(SLOW).model_extra["version"]  # type: ignore[index]
         assert again == version
     finally:
         second.stop()
@@ -66,7 +60,7 @@ def test_graceful_shutdown_finishes_in_flight_stream(fresh_dir: Path, sig: int) 
     texts: list[str] = []
 
     def stream() -> None:
-        chunks = _client(server).chat.completions.create(model=SLOW, messages=HELLO, stream=True)
+        chunks = server.client().chat.completions.create(model=SLOW, messages=HELLO, stream=True)
         for chunk in chunks:
             started.set()
             texts.extend(choice.delta.content or "" for choice in chunk.choices)

@@ -134,20 +134,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     assert server.stop() == 0
 
 
-def _client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
-    )
-
-
 def test_model_serve_lists_only_the_folder(served: ModelServer) -> None:
     assert f"serving {DEMO} at http://127.0.0.1:{served.port}/v1" in served.log_text()
     assert f'model="http://127.0.0.1:{served.port}/{DEMO}"' in served.log_text()  # the snippet
-    assert [model.id for model in _client(served).models.list()] == [DEMO]
+    assert [model.id for model in served.client().models.list()] == [DEMO]
 
 
 def test_unary_and_streamed_with_usage_in_the_ledger(served: ModelServer) -> None:
-    client = _client(served)
+    client = served.client()
     reply = client.chat.completions.create(
         model=DEMO, messages=[{"role": "user", "content": "ports carry ships"}]
     )
@@ -176,7 +170,7 @@ def test_unary_and_streamed_with_usage_in_the_ledger(served: ModelServer) -> Non
 
 
 def test_user_exceptions_become_errors_and_the_server_keeps_serving(served: ModelServer) -> None:
-    client = _client(served)
+    client = served.client()
     for stream in (False, True):
         with pytest.raises(openai.InternalServerError) as caught:
             client.chat.completions.create(
@@ -248,7 +242,7 @@ path = "{EXAMPLES / "gemma"}"
 
 
 def test_tool_calls_from_a_model_that_yields_them(catalogued: Server) -> None:
-    client = _client(catalogued)
+    client = catalogued.client()
     question = [{"role": "user", "content": "What is the weather like in Paris?"}]
     reply = client.chat.completions.create(model=WEATHER, messages=question, tools=[WEATHER_TOOL])
     choice = reply.choices[0]
@@ -280,7 +274,7 @@ def test_tool_calls_from_a_model_that_yields_them(catalogued: Server) -> None:
 
 
 def test_gemma_example_served_in_process(catalogued: Server) -> None:
-    client = _client(catalogued)
+    client = catalogued.client()
     reply = client.chat.completions.create(
         model=GEMMA,
         messages=[{"role": "user", "content": "Name three colours."}],

@@ -58,13 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1", api_key=server.admin_token, max_retries=0
-    )
-
-
-@pytest.fixture(scope="module")
 def alice_runner(server: Server) -> str:
     return server.token("alice", "runner")
 
