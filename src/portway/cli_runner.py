@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from portway.backends.base import ModelBackend
-from portway.runners.wire import RunnerTimeouts
+from portway.registry.runner_spec import RunnerTimeouts
 
 
 @click.command("runner")

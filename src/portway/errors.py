@@ -19,9 +19,9 @@
     ├── TooManyConnections             503 code too_many_connections (Retry-After)
     ├── BackendError                   500 server_error (message is safe to show)
     ├── ModelFailed                    500 code model_error (a user model's exception)
-    ├── RunnerConflict                 409 code model_conflict (runners)
+    ├── RunnerConflict                 409 code model_conflict (registry)
     ├── RunnerLost                     502 code runner_lost (runners)
-    ├── RunnerUnavailable              503 code model_unavailable (runners; Retry-After)
+    ├── RunnerUnavailable              503 code model_unavailable (registry; Retry-After)
     ├── RunnerTimeout                  504 code runner_timeout (runners)
     ├── UpstreamRejected               the upstream's own 4xx, relayed as it came
     ├── BadGateway                     502 code upstream_error (an upstream model failed)

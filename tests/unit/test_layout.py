@@ -103,33 +103,8 @@ def test_the_module_graph_is_read() -> None:
     assert "portway.backends.base" in graph["portway.registry.models"]
 
 
-KNOWN_BACK_EDGES = {
-    ("portway.registry", "portway.runners"): (
-        "registry/models.py tells runner entries by RunnerBackend and raises the runner "
-        "errors, and catalog.py's RunnerSpec holds runners.wire.RunnerTimeouts, while "
-        "runners/hub.py adds entries to the Registry: still to be untangled"
-    ),
-}
-"""Package imports that still close a cycle, each with what it is; none may be added."""
-
-
 def test_no_package_imports_one_that_imports_it_back() -> None:
-    graph = _coarsen(module_graph(), _package)
-    for source, target in KNOWN_BACK_EDGES:
-        graph[source].discard(target)
-    assert _cycle(graph) == []
-
-
-def test_each_known_back_edge_still_closes_a_cycle() -> None:
-    """A known back edge that no longer closes a cycle leaves KNOWN_BACK_EDGES."""
-    graph = _coarsen(module_graph(), _package)
-    for source, target in KNOWN_BACK_EDGES:
-        assert target in graph[source]
-        rest = {
-            node: targets - {target} if node == source else targets
-            for node, targets in graph.items()
-        }
-        assert _cycle(rest) == [] and _cycle(graph) != []
+    assert _cycle(_coarsen(module_graph(), _package)) == []
 
 
 def test_no_module_imports_one_that_imports_it_back() -> None:

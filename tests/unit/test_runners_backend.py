@@ -12,9 +12,10 @@ import pytest
 from portway.aio import aclose
 from portway.backends.base import Delta, GenerationRequest, ImageRequest, Message, SamplingParams
 from portway.errors import BadGateway, Overloaded, PortwayError
+from portway.registry.errors import RunnerUnavailable
 from portway.runners import wire
 from portway.runners.backend import RunnerChatBackend
-from portway.runners.errors import RunnerLost, RunnerTimeout, RunnerUnavailable
+from portway.runners.errors import RunnerLost, RunnerTimeout
 from portway.runners.kinds import runner_backend
 from portway.runners.link import RunnerLink
 from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend

@@ -11,10 +11,10 @@ import pytest
 from portway.auth.principal import Principal
 from portway.backends.scripted import ScriptedBackend
 from portway.errors import ModelNotFound, PermissionDenied
+from portway.registry.errors import RunnerConflict, RunnerUnavailable
 from portway.registry.models import ModelEntry, Registry
 from portway.registry.refs import ModelRef
 from portway.runners.backend import RunnerChatBackend
-from portway.runners.errors import RunnerConflict, RunnerUnavailable
 from portway.runners.hub import RunnerHub
 from portway.runners.wire import Capabilities, Hello, ModelInfo
 from portway.store import Store, User

@@ -299,6 +299,16 @@ class ImageBackend(ModelBackend):
         """``request.n`` PNG images; cancelling the call stops the work at its next step."""
 
 
+class AttachableBackend(ModelBackend):
+    """A model served by processes that attach to this server and may leave
+    (runners): the registry serves a version only while it is ``attached``."""
+
+    @property
+    @abc.abstractmethod
+    def attached(self) -> bool:
+        """Whether something that serves the model is attached now."""
+
+
 class RelayBackend(ModelBackend):
     """A model served by another OpenAI-compatible server: the API layer hands
     the client's request body to the relay (``portway.serving.relay``) instead of

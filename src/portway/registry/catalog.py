@@ -60,7 +60,7 @@ from portway.backends.upstream.spec import (
     clean_base_url,
 )
 from portway.registry.refs import SEGMENT
-from portway.runners.wire import RunnerTimeouts
+from portway.registry.runner_spec import RunnerTimeouts
 
 DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
 DEFAULT_EMBEDDING = ("sentence-transformers", "embed", "all-MiniLM-L6-v2")

@@ -8,6 +8,7 @@ from typing import Literal
 
 from portway.auth.principal import Principal
 from portway.backends.base import (
+    AttachableBackend,
     ChatBackend,
     EmbeddingBackend,
     ImageBackend,
@@ -16,9 +17,8 @@ from portway.backends.base import (
 )
 from portway.errors import InvalidRequest, ModelNotFound
 from portway.registry import refs
+from portway.registry.errors import RunnerConflict, RunnerUnavailable
 from portway.registry.refs import ModelRef
-from portway.runners.backend import RunnerBackend
-from portway.runners.errors import RunnerConflict, RunnerUnavailable
 
 
 @dataclass
@@ -164,7 +164,7 @@ class Registry:
     def declared_runner(self, ref: ModelRef) -> ModelEntry | None:
         """The catalogue's ``backend = "runner"`` entry for ``ref``, if any."""
         entry = self._entries.get(ref)
-        return entry if entry is not None and isinstance(entry.backend, RunnerBackend) else None
+        return entry if entry is not None and isinstance(entry.backend, AttachableBackend) else None
 
     def runner_version(self, ref: ModelRef, version: str) -> ModelEntry | None:
         found = self._runner_versions.get(ref, {}).get(version)
@@ -209,7 +209,8 @@ class Registry:
         live = [
             version
             for version in self._runner_versions.get(ref, {}).values()
-            if isinstance(version.entry.backend, RunnerBackend) and version.entry.backend.attached
+            if isinstance(version.entry.backend, AttachableBackend)
+            and version.entry.backend.attached
         ]
         return max(live, key=lambda version: version.registered).entry if live else None
 
@@ -227,7 +228,7 @@ class Registry:
                 raise ModelNotFound(text, "names a version that is not served")
         else:
             entry = self._newest_live(ref)
-        if entry is None or not isinstance(entry.backend, RunnerBackend):
+        if entry is None or not isinstance(entry.backend, AttachableBackend):
             raise RunnerUnavailable(text)
         if not entry.visible_to(principal):
             raise ModelNotFound(text)

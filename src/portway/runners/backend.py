@@ -8,25 +8,26 @@ from dataclasses import replace
 from typing import Any
 
 from portway.backends.base import (
+    AttachableBackend,
     Capabilities,
     ChatBackend,
     Delta,
     GenerationRequest,
-    ModelBackend,
 )
 from portway.backends.tokens import estimate_tokens
 from portway.errors import BadGateway
+from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners.errors import RunnerGone, RunnerLost, RunnerTimeout, from_frame
 from portway.runners.link import Call, Event, RunnerLink
 from portway.runners.pool import MAX_QUEUE, RunnerPool
-from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame, RunnerTimeouts
+from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame
 
 ATTEMPTS = 3
 """Runners a request may be sent to: one whose runners keep leaving before they
 answer it (a request that crashes them, say) fails after this many."""
 
 
-class RunnerBackend(ModelBackend):
+class RunnerBackend(AttachableBackend):
     """What every runner-served backend has: its pool of runners and the model's
     description (``info`` is None for a catalogue declaration no runner has filled).
     ``declared_timeouts`` are the catalogue's, which win over the runner's own."""

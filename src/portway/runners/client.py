@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from portway.backends.base import ModelBackend
 from portway.errors import PortwayError
-from portway.runners.wire import RunnerTimeouts
+from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners.work import Worker, error_frame, model_info
 
 log = logging.getLogger("portway.runner")

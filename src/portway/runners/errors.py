@@ -5,26 +5,8 @@ from __future__ import annotations
 from portway.errors import PortwayError
 from portway.runners.wire import ErrorFrame
 
-RETRY_AFTER = 5
-"""Seconds a client is asked to wait for a runner to (re)attach."""
-
 _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 422, 429})
 _SERVER_STATUSES = frozenset({500, 502, 503, 504})
-
-
-class RunnerUnavailable(PortwayError):
-    """No runner of the model (or of the pinned version) is attached."""
-
-    status = 503
-    type = "server_error"
-    code = "model_unavailable"
-
-    def __init__(self, model: str, retry_after: int = RETRY_AFTER) -> None:
-        super().__init__(
-            f"The model '{model}' is registered but no runner serving it is attached. "
-            f"Retry after {retry_after}s.",
-            headers={"Retry-After": str(retry_after)},
-        )
 
 
 class RunnerLost(PortwayError):
@@ -56,12 +38,6 @@ class RunnerTimeout(PortwayError):
             f"The runner serving the model '{model}' sent nothing for {seconds:g}s "
             f"(its {deadline} deadline); the request was cancelled."
         )
-
-
-class RunnerConflict(PortwayError):
-    status = 409
-    type = "invalid_request_error"
-    code = "model_conflict"
 
 
 class RunnerGone(Exception):

@@ -9,12 +9,13 @@ from portway.auth.principal import Principal
 from portway.backends.base import Kind
 from portway.errors import PermissionDenied
 from portway.registry import refs
+from portway.registry.errors import RunnerConflict
 from portway.registry.models import ModelEntry, Registry
+from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners.backend import RunnerBackend
-from portway.runners.errors import RunnerConflict
 from portway.runners.kinds import runner_backend
 from portway.runners.link import RunnerLink
-from portway.runners.wire import Hello, RunnerTimeouts
+from portway.runners.wire import Hello
 from portway.store import Store
 
 log = logging.getLogger("portway.runners")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from portway.backends.base import Kind
+from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners.backend import RunnerBackend, RunnerChatBackend
 from portway.runners.media import RunnerEmbeddingBackend, RunnerImageBackend
 from portway.runners.pool import MAX_QUEUE
-from portway.runners.wire import ModelInfo, RunnerTimeouts
+from portway.runners.wire import ModelInfo
 
 
 def runner_backend(

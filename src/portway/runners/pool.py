@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any
 
 from portway.errors import Overloaded
-from portway.runners.errors import RunnerUnavailable
+from portway.registry.errors import RunnerUnavailable
 from portway.runners.link import RunnerLink
 
 MAX_QUEUE = 64

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from portway.backends.base import Delta, GenerationRequest, ImageRequest
 from portway.registry.refs import SEGMENT, VERSION_ID
+from portway.registry.runner_spec import RunnerTimeouts
 
 MAX_CONCURRENCY = 1024
 MAX_ID = 64
@@ -86,17 +87,6 @@ class Capabilities(BaseModel):
     logprobs: bool = False
     logit_bias: bool = False
     seed: bool = True
-
-
-class RunnerTimeouts(BaseModel):
-    """Seconds the server waits on a runner's call. ``first_byte``: from sending it
-    to the first delta (a stream) or to the result (embeddings, images); ``idle``:
-    the longest gap between two deltas. Past either the client gets 504
-    ``runner_timeout`` and the runner a ``cancel``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    first_byte: float = Field(default=300.0, gt=0, le=86400)
-    idle: float = Field(default=60.0, gt=0, le=86400)
 
 
 class ModelInfo(BaseModel):

@@ -19,6 +19,7 @@ from portway.backends.base import (
     ModelBackend,
 )
 from portway.errors import InvalidRequest, ModelFailed, PortwayError
+from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners import wire
 from portway.serving.images import check_prompt
 
@@ -32,7 +33,7 @@ def model_info(
     backend: ModelBackend,
     reference: str,
     version: str,
-    timeouts: wire.RunnerTimeouts | None = None,
+    timeouts: RunnerTimeouts | None = None,
 ) -> dict[str, Any]:
     """The ``model`` part of ``hello``: what the server needs to serve the backend."""
     found: dict[str, Any] = {"reference": reference, "version": version, "kind": backend.kind}

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from portway.registry.refs import SEGMENT
-from portway.runners.wire import RunnerTimeouts
+from portway.registry.runner_spec import RunnerTimeouts
 
 CONFIG_FILE = "portway-model.toml"
 Name = Field(pattern=f"^{SEGMENT.pattern}$")
