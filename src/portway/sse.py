@@ -40,6 +40,20 @@ def encode_named(payload: dict[str, Any]) -> bytes:
     return b"event: " + str(payload["type"]).encode("utf-8") + b"\n" + encode(payload)
 
 
+def responses_error_event(exc: BaseException, sequence_number: int) -> bytes:
+    """The Responses API's ``error`` event for ``exc``, numbered ``sequence_number``."""
+    body = (exc if isinstance(exc, PortwayError) else PortwayError()).body()["error"]
+    fields = {key: body[key] for key in ("code", "message", "param")}
+    return encode_named({"type": "error", **fields, "sequence_number": sequence_number})
+
+
+def relayed(data: bytes, name: bytes | None = None) -> bytes:
+    """An event whose ``data`` an upstream already encoded, passed on as it came
+    (under ``event: {name}`` when it has a name)."""
+    head = b"event: " + name + b"\n" if name else b""
+    return head + b"data: " + data + b"\n\n"
+
+
 class EventStreamResponse(Response):
     """An ASGI response streaming ``events`` as server-sent events."""
 
@@ -100,11 +114,7 @@ class NamedEventStreamResponse(EventStreamResponse):
         return encode_named(event)
 
     def tail(self, error: BaseException | None, sent: int) -> bytes:
-        if error is None:
-            return b""
-        body = (error if isinstance(error, PortwayError) else PortwayError()).body()["error"]
-        fields = {key: body[key] for key in ("code", "message", "param")}
-        return encode_named({"type": "error", **fields, "sequence_number": sent})
+        return b"" if error is None else responses_error_event(error, sent)
 
 
 class RelayedEventStreamResponse(EventStreamResponse):

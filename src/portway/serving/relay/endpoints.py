@@ -173,7 +173,7 @@ class ChatEndpoint(RelayEndpoint):
                     return b""  # the usage chunk Portway asked for, not the client
                 obj = {key: value for key, value in obj.items() if key != "usage"}
                 data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        return b"data: " + rewriter.rewrite(data, obj, obj) + b"\n\n"
+        return sse.relayed(rewriter.rewrite(data, obj, obj))
 
     def stream_end(self, state: StreamState) -> bytes:
         if not (state.finished or state.saw_finish_reason):
@@ -201,21 +201,10 @@ class ResponsesEndpoint(RelayEndpoint):
             if holder is not None:
                 state.usage = _usage(holder, "input_tokens", "output_tokens") or state.usage
         name = event.name or str(kind).encode()
-        data = rewriter.rewrite(event.data, obj, holder)
-        return b"event: " + name + b"\ndata: " + data + b"\n\n"
+        return sse.relayed(rewriter.rewrite(event.data, obj, holder), name)
 
     def error_frame(self, error: BaseException, state: StreamState) -> bytes:
-        failure = error if isinstance(error, PortwayError) else PortwayError()
-        fields = failure.body()["error"]
-        return sse.encode_named(
-            {
-                "type": "error",
-                "code": fields["code"],
-                "message": fields["message"],
-                "param": fields["param"],
-                "sequence_number": state.last_sequence + 1,
-            }
-        )
+        return sse.responses_error_event(error, state.last_sequence + 1)
 
 
 class EmbeddingsEndpoint(RelayEndpoint):
@@ -272,8 +261,7 @@ class ImagesEndpoint(RelayEndpoint):
                 before = state.usage or (0, 0)
                 state.usage = (before[0] + usage[0], before[1] + usage[1])
         name = event.name or str(kind).encode()
-        data = rewriter.rewrite(event.data, obj, obj)
-        return b"event: " + name + b"\ndata: " + data + b"\n\n"
+        return sse.relayed(rewriter.rewrite(event.data, obj, obj), name)
 
     def stream_end(self, state: StreamState) -> bytes:
         if not (state.finished or state.saw_finish_reason):
