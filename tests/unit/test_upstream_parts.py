@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from portway.backends.tokens import estimate_tokens
-from portway.backends.upstream.backend import Credentials, UpstreamBackend, _envelope
+from portway.backends.upstream.backend import UpstreamBackend
+from portway.backends.upstream.errors import Credentials
+from portway.backends.upstream.errors import envelope as _envelope
 from portway.backends.upstream.pool import EndpointPool, NoEndpointAvailable, Outcome, display_url
 from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
 from portway.backends.upstream.sse import (

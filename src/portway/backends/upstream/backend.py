@@ -1,14 +1,10 @@
 """The ``openai`` backend: a model served by another OpenAI-compatible server.
 
 It relays; it never generates. :meth:`UpstreamBackend.open` sends one request
-body to one endpoint (replica) and returns the open response once its headers
-are in with a 2xx status; every other outcome is raised as one of the upstream
-errors below, which say whether trying again (or a fallback model) may help::
-
-    UpstreamFailure (mixin: retryable, fallback, retry_after)
-    ├── UpstreamUnavailable  502  no connection, 5xx, garbage, broken body, 401/403/404
-    ├── UpstreamTimedOut     504  connect, first byte, idle gap or total deadline passed
-    └── UpstreamRejected     4xx  the upstream's own status, message, type, param, code
+body to one endpoint (replica) and returns the open response (``exchange.py``)
+once its headers are in with a 2xx status; every other outcome is raised as one
+of the upstream errors (``errors.py``), which say whether trying again (or a
+fallback model) may help; :meth:`UpstreamBackend.retrying` is the one retry loop.
 
 Upstream 401, 403 and 404 mean Portway's key or model name is wrong, not the
 client's request: they become 502s that do not repeat the upstream's words (an
@@ -19,17 +15,24 @@ never put into an error, and scrubbed from upstream messages that echo it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import aiohttp
-import anyio
 
 from portway import __version__
 from portway.backends.base import Kind, RelayBackend
+from portway.backends.upstream.errors import (
+    RETRYABLE_STATUS,
+    Credentials,
+    UpstreamFailure,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    envelope,
+    short_text,
+    timed_out,
+)
+from portway.backends.upstream.exchange import Exchange
 from portway.backends.upstream.http_client import open_session, proxy_for
 from portway.backends.upstream.pool import (
     Endpoint,
@@ -38,7 +41,7 @@ from portway.backends.upstream.pool import (
     Outcome,
 )
 from portway.backends.upstream.retry import RetryPolicy, retry_after_seconds
-from portway.errors import BadGateway, GatewayTimeout, PortwayError
+from portway.errors import PortwayError
 
 if TYPE_CHECKING:  # the catalogue imports this family's spec.py: no import back at run time
     from portway.registry.catalog import OpenAISpec
@@ -46,190 +49,11 @@ if TYPE_CHECKING:  # the catalogue imports this family's spec.py: no import back
 T = TypeVar("T")
 
 MAX_ERROR_BODY = 64 * 1024
-MAX_BODY = 64 * 1024 * 1024
-"""The largest unary upstream body relayed (base64 images are big)."""
-
-DRAIN_SECONDS = 1.0
-
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 MISCONFIGURED_STATUS = {
     401: "refused Portway's API key",
     403: "refused Portway's access",
     404: "does not know the model or route Portway asked for",
 }
-
-
-class UpstreamFailure:
-    """What the relay needs to know of an upstream error to decide what comes next."""
-
-    retryable: bool = True
-    """Another attempt may succeed (connection errors, timeouts, 408, 409, 429, 5xx)."""
-    fallback: bool = True
-    """A fallback model may serve instead (not for the client's own request errors)."""
-    retry_after: float | None = None
-    """Seconds the upstream asked to wait (``Retry-After``)."""
-
-
-class UpstreamUnavailable(UpstreamFailure, BadGateway):
-    """502: the upstream did not answer as its API promises."""
-
-    def no_retry(self) -> UpstreamUnavailable:
-        """This failure will not go away by trying the same model again (fallbacks may)."""
-        self.retryable = False
-        return self
-
-
-class UpstreamTimedOut(UpstreamFailure, GatewayTimeout):
-    """504: the upstream was slower than the model's timeouts allow."""
-
-
-class UpstreamRejected(UpstreamFailure, PortwayError):
-    """The upstream's own 4xx, relayed with its status, message, type, param and code."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str | None = None,
-        param: str | None = None,
-        code: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-        super().__init__(message, param=param, code=code, headers=headers)
-        self.status = status
-        self.type = type or "invalid_request_error"
-        self.retryable = self.fallback = status in RETRYABLE_STATUS
-        self.retry_after = retry_after
-
-
-def timed_out(message: str) -> UpstreamTimedOut:
-    return UpstreamTimedOut(message)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _envelope(body: bytes) -> dict[str, Any]:
-    """The error object of an upstream error body, whatever shape it came in."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = data[0]  # some providers wrap the envelope in a list
-    if not isinstance(data, dict):
-        return {}
-    error = data.get("error", data)
-    if isinstance(error, str):
-        return {"message": error}
-    if not isinstance(error, dict):
-        return {}
-    if "message" not in error and isinstance(data.get("detail"), str):
-        error = {**error, "message": data["detail"]}
-    return error
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)[:1000]
-
-
-@dataclass
-class Credentials:
-    """The upstream's API key, where it goes, and how to scrub it from text."""
-
-    header: str = "authorization"
-    key: str | None = None
-
-    def headers(self) -> dict[str, str]:
-        if not self.key:
-            return {}
-        if self.header.lower() == "authorization":
-            return {"authorization": f"Bearer {self.key}"}
-        return {self.header: self.key}
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self.key, "[redacted]") if self.key else text
-
-
-# ----------------------------------------------------------------------- exchange
-
-
-@dataclass
-class Exchange:
-    """One attempt's open 2xx response: read its body piece by piece, then finish
-    it once (which closes the connection if the body was not read to its end)."""
-
-    response: aiohttp.ClientResponse
-    endpoint: Endpoint
-    pool: EndpointPool
-    model: str
-    idle: float
-    _pieces: AsyncIterator[bytes] | None = field(default=None, repr=False)
-    _finished: bool = field(default=False, repr=False)
-    _at_end: bool = field(default=False, repr=False)
-
-    @property
-    def content_type(self) -> str:
-        found: str = self.response.headers.get("content-type", "")
-        return found
-
-    async def next_piece(self, until: float) -> bytes | None:
-        """The next piece of the body (None at its end), waiting at most the
-        model's idle gap and never past ``until`` (event loop time)."""
-        if self._pieces is None:
-            self._pieces = self.response.content.iter_any()
-        loop = asyncio.get_running_loop()
-        gap_ends = loop.time() + self.idle
-        try:
-            async with asyncio.timeout_at(min(until, gap_ends)):
-                piece = await anext(self._pieces, None)
-            self._at_end = piece is None
-            return piece
-        except TimeoutError as exc:
-            what = f"sent nothing for {self.idle:g}s" if gap_ends <= until else "took too long"
-            raise timed_out(f"The upstream of '{self.model}' {what}.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                f"The upstream of '{self.model}' broke off its response ({type(exc).__name__})."
-            ) from exc
-
-    async def read_all(self, until: float, limit: int = MAX_BODY) -> bytes:
-        """The rest of the body (see :meth:`next_piece`), at most ``limit`` bytes."""
-        pieces: list[bytes] = []
-        size = 0
-        while (piece := await self.next_piece(until)) is not None:
-            size += len(piece)
-            if size > limit:
-                raise UpstreamUnavailable(
-                    f"The upstream of '{self.model}' sent a body over {limit} bytes."
-                )
-            pieces.append(piece)
-        return b"".join(pieces)
-
-    async def finish(self, outcome: Outcome) -> None:
-        """Close the response and give its endpoint back with ``outcome`` (once).
-
-        After a success the rest of the body (the end of a chunked stream after its
-        last event) is read for up to ``DRAIN_SECONDS``, so that the connection goes
-        back to the pool instead of being closed."""
-        if self._finished:
-            return
-        self._finished = True
-        self.pool.release(self.endpoint, outcome)
-        if outcome is Outcome.OK and not self._at_end:
-            with anyio.CancelScope(shield=True), contextlib.suppress(PortwayError):
-                until = asyncio.get_running_loop().time() + DRAIN_SECONDS
-                while await self.next_piece(until) is not None:
-                    pass
-        if self._at_end:
-            self.response.release()  # the connection goes back to the pool
-        else:
-            self.response.close()  # a half-read body: the connection is closed
-
-
-# ------------------------------------------------------------------------ backend
 
 
 class UpstreamBackend(RelayBackend):
@@ -415,8 +239,8 @@ class UpstreamBackend(RelayBackend):
             body = await exchange.read_all(until, MAX_ERROR_BODY)
         except PortwayError:
             body = b""
-        error = _envelope(body)
-        message = self.credentials.scrub(_text(error.get("message")) or "")
+        error = envelope(body)
+        message = self.credentials.scrub(short_text(error.get("message")) or "")
         retry_after = retry_after_seconds(exchange.response.headers)
         if status in MISCONFIGURED_STATUS:
             return UpstreamUnavailable(
@@ -426,9 +250,9 @@ class UpstreamBackend(RelayBackend):
             return UpstreamRejected(
                 status,
                 message or f"The upstream of '{self.name}' refused the request (HTTP {status}).",
-                type=_text(error.get("type")),
-                param=_text(error.get("param")),
-                code=_text(error.get("code")),
+                type=short_text(error.get("type")),
+                param=short_text(error.get("param")),
+                code=short_text(error.get("code")),
                 retry_after=retry_after,
             )
         detail = f": {message[:300]}" if message else ""

@@ -29,12 +29,9 @@ import aiohttp
 from pydantic_core import from_json
 
 from portway.backends.base import RelayBackend
-from portway.backends.upstream.backend import (
-    Exchange,
-    UpstreamBackend,
-    UpstreamFailure,
-    UpstreamUnavailable,
-)
+from portway.backends.upstream.backend import UpstreamBackend
+from portway.backends.upstream.errors import UpstreamFailure, UpstreamUnavailable
+from portway.backends.upstream.exchange import Exchange
 from portway.backends.upstream.http_client import open_session
 from portway.backends.upstream.pool import Outcome
 from portway.backends.upstream.sse import (
