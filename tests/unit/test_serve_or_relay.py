@@ -14,6 +14,7 @@ from portway.backends.scripted import ScriptedBackend
 from portway.protocol.chat import ChatCompletionRequest
 from portway.registry.models import ModelEntry, Registry
 from portway.serving.chat import ChatService
+from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import CHAT
 from tests.unit.doubles import Ledger, context, registry
 
@@ -42,7 +43,9 @@ async def test_a_local_model_is_resolved_once_per_request() -> None:
     )
     served: list[ModelEntry] = []
 
-    async def serve(body: ChatCompletionRequest, entry: ModelEntry) -> Response:
+    async def serve(
+        request: Any, ctx: RequestContext, body: ChatCompletionRequest, entry: ModelEntry
+    ) -> Response:
         served.append(entry)
         await chat.complete(ctx, await chat.accept(ctx, body, entry))
         return Response()

@@ -24,11 +24,7 @@ router = APIRouter()
 async def create_chat_completion(request: Request) -> Any:
     ctx = await context(request, "chat.completions")
     body = await parse_body(request, ChatCompletionRequest)
-
-    async def serve(body: ChatCompletionRequest, entry: ModelEntry) -> Response:
-        return await _serve(request, ctx, body, entry)
-
-    return await serve_or_relay(request, ctx, body, CHAT, serve)
+    return await serve_or_relay(request, ctx, body, CHAT, _serve)
 
 
 async def _serve(

@@ -23,11 +23,7 @@ router = APIRouter()
 async def create_embeddings(request: Request) -> Any:
     ctx = await context(request, "embeddings")
     body = await parse_body(request, EmbeddingRequest)
-
-    async def serve(body: EmbeddingRequest, entry: ModelEntry) -> Response:
-        return await _serve(request, ctx, body, entry)
-
-    return await serve_or_relay(request, ctx, body, EMBEDDINGS, serve)
+    return await serve_or_relay(request, ctx, body, EMBEDDINGS, _serve)
 
 
 async def _serve(

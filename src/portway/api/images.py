@@ -23,11 +23,7 @@ router = APIRouter()
 async def create_image(request: Request) -> Any:
     ctx = await context(request, "images.generations")
     body = await parse_body(request, ImageGenerationRequest)
-
-    async def serve(body: ImageGenerationRequest, entry: ModelEntry) -> Response:
-        return await _serve(request, ctx, body, entry)
-
-    return await serve_or_relay(request, ctx, body, IMAGES, serve)
+    return await serve_or_relay(request, ctx, body, IMAGES, _serve)
 
 
 async def _serve(

@@ -2,12 +2,13 @@
 
 A model route parses its body with its request model, then returns
 ``await serve_or_relay(request, ctx, body, ENDPOINT, serve)``. The model is
-resolved once, here: a local model's request goes to ``serve(body, entry)`` (the
-route's call into its serving layer); a hosted model's is relayed to its upstream.
-When a hosted model's chain of fallbacks reaches a local model (every hosted
-model before it failed before its first byte), ``serve`` answers with that local
-model: the answer is in OpenAI's shape and names the model that answered, as a
-hosted fallback's answer does (and as LiteLLM's proxy does after a fallback).
+resolved once, here: a local model's request goes to ``serve(request, ctx, body,
+entry)`` (the route's call into its serving layer); a hosted model's is relayed
+to its upstream. When a hosted model's chain of fallbacks reaches a local model
+(every hosted model before it failed before its first byte), ``serve`` answers
+with that local model: the answer is in OpenAI's shape and names the model that
+answered, as a hosted fallback's answer does (and as LiteLLM's proxy does after
+a fallback).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class NamesModel(Protocol):
 
 B = TypeVar("B", bound=NamesModel)
 
-Serve = Callable[[B, ModelEntry], Awaitable[Response]]
-"""Serves a body with the local model it names (the entry given)."""
+Serve = Callable[[Request, RequestContext, B, ModelEntry], Awaitable[Response]]
+"""A route's local serving: the body, with the local model it names (the entry given)."""
 
 LocalServe = Callable[[ModelEntry], Awaitable[Response]]
 """Serves the request with the given local model (a hosted model's fallback)."""
@@ -56,10 +57,10 @@ async def serve_or_relay(
     """Resolve ``body.model`` once; serve it locally with ``serve`` or relay it upstream."""
     entry = services(request).registry.resolve(body.model, ctx.principal)
     if not isinstance(entry.backend, RelayBackend):
-        return await serve(body, entry)
+        return await serve(request, ctx, body, entry)
 
     async def local(fallback: ModelEntry) -> Response:
-        return await serve(body.model_copy(update={"model": fallback.name}), fallback)
+        return await serve(request, ctx, body.model_copy(update={"model": fallback.name}), fallback)
 
     return await relay(request, ctx, entry, endpoint, local)
 

@@ -39,11 +39,7 @@ async def _body(request: Request) -> CreateResponse:
 async def create_response(request: Request) -> Any:
     ctx = await context(request, ENDPOINT)
     body = await _body(request)
-
-    async def serve(body: CreateResponse, entry: ModelEntry) -> Response:
-        return await _create(request, ctx, body, entry)
-
-    return await serve_or_relay(request, ctx, body, RESPONSES, serve)
+    return await serve_or_relay(request, ctx, body, RESPONSES, _create)
 
 
 async def _create(
