@@ -7,6 +7,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from portway.errors import InvalidRequest
+
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
@@ -293,6 +295,19 @@ class ImageBackend(ModelBackend):
     @abc.abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens the model's text encoder makes of ``text``."""
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """The prompt's tokens; 400 when the model's text encoder would have to cut it."""
+        tokens = self.count_tokens(prompt)
+        limit = self.max_prompt_tokens
+        if limit and tokens > limit:
+            raise InvalidRequest(
+                f"This model's maximum prompt length is {limit} tokens, but the prompt holds "
+                f"{tokens}. Please shorten it: Portway does not truncate prompts.",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        return tokens
 
     @abc.abstractmethod
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:

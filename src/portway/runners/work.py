@@ -21,7 +21,6 @@ from portway.backends.base import (
 from portway.errors import InvalidRequest, ModelFailed, PortwayError
 from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners import wire
-from portway.serving.images import check_prompt
 
 log = logging.getLogger("portway.runner")
 
@@ -123,7 +122,7 @@ class Worker:
 
 async def _images(backend: ImageBackend, data: Any) -> list[dict[str, Any]]:
     request = wire.image_request_from_json(data)
-    check_prompt(backend, request.prompt)
+    backend.prompt_tokens(request.prompt)
     images = await backend.generate(request)
     return [
         {"png": base64.b64encode(image.png).decode("ascii"), "revised_prompt": image.revised_prompt}

@@ -84,20 +84,6 @@ def parse_size(size: str | None, caps: ImageCapabilities) -> tuple[int, int]:
     return width, height
 
 
-def check_prompt(backend: ImageBackend, prompt: str) -> int:
-    """The prompt's tokens; 400 when the model's text encoder would have to cut it."""
-    tokens = backend.count_tokens(prompt)
-    limit = backend.max_prompt_tokens
-    if limit and tokens > limit:
-        raise InvalidRequest(
-            f"This model's maximum prompt length is {limit} tokens, but the prompt holds "
-            f"{tokens}. Please shorten it: Portway does not truncate prompts.",
-            param="prompt",
-            code="context_length_exceeded",
-        )
-    return tokens
-
-
 class ImageService:
     def __init__(self, registry: Registry, recorder: Recorder, media: MediaStore) -> None:
         self.registry = registry
@@ -120,7 +106,7 @@ class ImageService:
         width, height = parse_size(request.size, backend.capabilities)
         meter = ctx.meter(request.user)
         meter.model, meter.version_id = entry.name, entry.version_id
-        meter.prompt_tokens = check_prompt(backend, request.prompt)
+        meter.prompt_tokens = backend.prompt_tokens(request.prompt)
         work = ImageRequest(request.prompt, request.n or 1, width, height, ctx.request_id)
         with ledger_row(self.recorder, meter, ctx):
             images = await backend.generate(work)
