@@ -1,4 +1,5 @@
-"""The import graph of ``src/portway`` has no cycles, between packages or modules.
+"""The import graph of ``src/portway`` has no cycles, between packages or modules,
+and keeps DESIGN.md's layers apart.
 
 The graph is read with :mod:`ast` from every import statement that runs: at the
 top of a module and inside functions alike, since each says that one module
@@ -109,3 +110,29 @@ def test_no_package_imports_one_that_imports_it_back() -> None:
 
 def test_no_module_imports_one_that_imports_it_back() -> None:
     assert _cycle(module_graph()) == []
+
+
+NEVER_IMPORTS = {
+    "portway.backends": ("portway.api", "portway.protocol", "portway.serving", "portway.store"),
+    "portway.sdk": ("portway.api", "portway.serving"),
+    "portway.runners": ("portway.api", "portway.serving"),
+    "portway.store": ("portway.api", "portway.protocol", "portway.serving"),
+}
+"""DESIGN.md's rules: backends never read the wire models; the SDK and the runners
+never import serving policy; storage knows no HTTP (sub-packages included)."""
+
+
+def _within(package: str, top: str) -> bool:
+    return package == top or package.startswith(f"{top}.")
+
+
+def test_packages_keep_the_layers_apart() -> None:
+    graph = _coarsen(module_graph(), _package)
+    broken = sorted(
+        (source, target)
+        for source, targets in graph.items()
+        for target in targets
+        for top, banned in NEVER_IMPORTS.items()
+        if _within(source, top) and any(_within(target, ban) for ban in banned)
+    )
+    assert broken == []
