@@ -169,7 +169,8 @@ async def _chat(request: Request, state: State, body: dict[str, Any]) -> Respons
     if model == "malformed-sse":
         frames = [b"this is not an event\n\n", b"data: [DONE]\n\n"]
     elif model == "malformed-json":
-        frames = [_chunk(model, {"role": "assistant", "content": ""}), b"data: {oops\n\n"]
+        # one write: a good event and a bad one may reach the relay in one read
+        frames = [_chunk(model, {"role": "assistant", "content": ""}) + b"data: {oops\n\n"]
     else:
         frames = _frames(model, usage and model != "no-usage")
     after = {"hang-mid-stream": "hang", "close-mid-stream": "close", "trickle": "trickle"}

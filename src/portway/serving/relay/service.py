@@ -115,6 +115,8 @@ class _Opened:
     state: StreamState
     splitter: EventSplitter = field(default_factory=EventSplitter)
     head: bytes = b""
+    broken: MalformedStream | None = None
+    """A bad event that followed good ones in the same read: raised once they are sent."""
 
     def __post_init__(self) -> None:
         self.rewriter = ModelRewriter(self.entry.name)
@@ -315,12 +317,20 @@ class RelayService:
                 await exchange.finish(outcome)
 
     def _relay(self, call: RelayCall, opened: _Opened, piece: bytes) -> bytes:
-        """The frames to send for ``piece`` of the upstream's stream."""
+        """The frames to send for ``piece`` of the upstream's stream. A bad event after
+        good ones in the same piece is kept in ``opened.broken``: the good ones go out
+        first, as they would have had they arrived in reads of their own."""
         out = []
         for raw in opened.splitter.feed(piece):
-            event = parse_event(raw)
-            if event is not None and not opened.state.finished:
-                out.append(call.endpoint.stream_event(event, opened.state, opened.rewriter))
+            try:
+                event = parse_event(raw)
+                if event is not None and not opened.state.finished:
+                    out.append(call.endpoint.stream_event(event, opened.state, opened.rewriter))
+            except MalformedStream as exc:
+                if not out:
+                    raise
+                opened.broken = exc
+                break
         return b"".join(out)
 
     async def _frames(self, call: RelayCall, opened: _Opened) -> AsyncIterator[bytes]:
@@ -335,12 +345,16 @@ class RelayService:
             while not state.finished:
                 if frames:
                     yield frames
+                if opened.broken is not None:
+                    raise opened.broken
                 piece = await exchange.next_piece(opened.deadline)
                 if piece is None:
                     frames = self._relay(call, opened, b"\n\n") if opened.splitter.pending else b""
                     if frames and not state.finished:
                         yield frames
                         frames = b""
+                    if opened.broken is not None:
+                        raise opened.broken
                     break
                 frames = self._relay(call, opened, piece)
             frames += call.endpoint.stream_end(state)
