@@ -1,5 +1,5 @@
 """Table definitions (SQLAlchemy Core). The migrations are the source of truth
-for the live schema; ``tests/unit/test_store.py`` checks the two agree.
+for the live schema; ``tests/unit/store/test_store.py`` checks the two agree.
 """
 
 from __future__ import annotations

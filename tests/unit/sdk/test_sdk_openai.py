@@ -14,9 +14,9 @@ from portway.backends.python.model import PythonChatBackend
 from portway.errors import PortwayError
 from portway.sdk import Reasoning, Text, ToolCallDelta, Usage, load_model_dir
 from portway.sdk.openai_model import chunk_outputs
-from tests.unit.sdk_helpers import collect, request, write_folder
+from tests.unit.sdk.sdk_helpers import collect, request, write_folder
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FORWARDER = """
 from portway import OpenAIModelClass
 

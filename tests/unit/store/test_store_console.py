@@ -9,7 +9,7 @@ import pytest
 
 from portway.api.usage import summarise
 from portway.store import DailyUsage, Store
-from tests.unit.test_store import (  # noqa: F401 - fixtures
+from tests.unit.store.test_store import (  # noqa: F401 - fixtures
     db_url,
     postgres_server,
     store,

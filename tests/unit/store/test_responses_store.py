@@ -18,7 +18,7 @@ from portway.store import Store
 from portway.store.engine import _alembic_config
 from portway.store.records import StoredResponse
 from tests.services import require_service
-from tests.unit import test_store as base
+from tests.unit.store import test_store as base
 
 T0 = datetime(2025, 11, 26, 12, 0, tzinfo=UTC)
 

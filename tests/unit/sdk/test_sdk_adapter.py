@@ -25,7 +25,7 @@ from portway.sdk import (
     ToolCallDelta,
     Usage,
 )
-from tests.unit.sdk_helpers import chat_backend, collect, request
+from tests.unit.sdk.sdk_helpers import chat_backend, collect, request
 
 
 class Words(ModelClass):

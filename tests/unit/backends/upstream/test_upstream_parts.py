@@ -26,7 +26,7 @@ from portway.serving.relay.endpoints import CHAT, RESPONSES, StreamState
 from portway.store import Store
 from portway.store.secrets import SecretBox, SecretError, read_secret, set_secret
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 class Clock:

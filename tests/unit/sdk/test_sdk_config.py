@@ -12,7 +12,7 @@ from portway.registry import catalog
 from portway.registry.catalog import CatalogError, PythonSpec
 from portway.sdk import MissingRequirements, ModelConfigError, load_model_dir
 from portway.sdk.digest import folder_digest
-from tests.unit.sdk_helpers import write_folder
+from tests.unit.sdk.sdk_helpers import write_folder
 
 ECHO = """
 from portway import ModelClass

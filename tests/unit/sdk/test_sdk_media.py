@@ -16,7 +16,7 @@ from portway.registry.refs import ModelRef
 from portway.sdk import load_model_dir
 from portway.serving.embeddings import EmbeddingService
 from tests.unit.doubles import Ledger, context
-from tests.unit.sdk_helpers import write_folder
+from tests.unit.sdk.sdk_helpers import write_folder
 
 EMBED = """
 from portway import ModelClass
