@@ -17,16 +17,6 @@ Prompts: only the chat template's own markup becomes control tokens; a control
 token's text that a client wrote (``<end_of_turn>`` in a message, say) is tokenised
 as plain text, so it cannot forge a turn (see ``control_text``).
 
-Token counts include every sampled token: an end-of-turn token counts (it has no
-text and no logprob), and so do the tokens of a stop string (they keep their
-logprobs) although their text is not emitted.
-
-Logprobs do not need ``logits_all=True`` (which would hold a context-sized copy of
-the logits; with Gemma's 262k vocabulary that is gigabytes): when a token is
-yielded, llama.cpp's output buffer still holds the logits of the step that chose
-it, so they are read there with ``llama_get_logits_ith(ctx, -1)``. They are the
-model's own, before logit bias and any grammar mask.
-
 Constrained decoding (``GenerationRequest.constraint``): the grammar is compiled
 with llguidance for this model's tokenizer (built once, on the first constrained
 request) before the request waits for its turn, so a grammar that cannot be
@@ -39,53 +29,38 @@ and the generation ends with ``stop`` as soon as the grammar allows nothing more
 Tool-call and reasoning markers that are control tokens (``[TOOL_CALLS]``,
 ``<|python_tag|>``...) are written out as text, since the parsers downstream read
 them; other control tokens are not.
+
+The worker thread's loop (token counts, logprobs) is in ``worker``; loading the
+GGUF in ``loading``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
-import numpy as np
 
 from portway.backends.base import (
     Capabilities,
     ChatBackend,
     Delta,
-    FinishReason,
     GenerationRequest,
     Grammar,
     Message,
-    SamplingParams,
-    TokenLogprob,
     ToolSpec,
-    TopLogprob,
 )
 from portway.backends.llamacpp.control_text import ControlTexts
-from portway.backends.llamacpp.loading import (
-    control_tokens,
-    cpu_advertises_amx,
-    model_params,
-    trained_context,
-)
-from portway.backends.llamacpp.sampling import (
-    free_sampler,
-    llama_seed,
-    logits_processors,
-    sampler_settings,
-    top_ids,
-)
+from portway.backends.llamacpp.loading import control_tokens, cpu_advertises_amx, load_llama
 from portway.backends.llamacpp.templates import ChatTemplate, template_for
-from portway.backends.textstream import StopMatcher, Utf8StreamDecoder
+from portway.backends.llamacpp.worker import Job, LoadedModel, QueueItem, emitter, run
 from portway.constrain.llamacpp import llama_tokenizer
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
 from portway.errors import (
@@ -100,57 +75,8 @@ from portway.toolcalls.reasoning import REASONING_MARKERS, prompt_opens_think, r
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONTEXT = 8192
-"""Without an explicit ``n_ctx``: the model's trained context, but at most this."""
-
 VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
 """Control tokens written out as text (see the module's docstring)."""
-
-
-@dataclass
-class _PendingDelta:
-    """Tokens produced since the last delta was sent, with their text and logprobs."""
-
-    text: str = ""
-    tokens: int = 0
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-
-    def add(self, text: str = "", logprob: TokenLogprob | None = None, tokens: int = 1) -> None:
-        self.text += text
-        self.tokens += tokens
-        if logprob is not None:
-            self.logprobs.append(logprob)
-
-    def take(self, finish_reason: FinishReason | None = None) -> Delta:
-        delta = Delta(
-            text=self.text,
-            tokens=self.tokens,
-            logprobs=tuple(self.logprobs),
-            finish_reason=finish_reason,
-        )
-        self.text, self.tokens, self.logprobs = "", 0, []
-        return delta
-
-
-def _remaining_text(decoder: Utf8StreamDecoder, stops: StopMatcher) -> str:
-    """What is still held back when generation ends without a stop string."""
-    text, stopped = stops.feed(decoder.flush())
-    return text if stopped else text + stops.flush()
-
-
-_QueueItem = Delta | BaseException
-
-
-@dataclass
-class _Job:
-    """One generation, as the worker thread sees it."""
-
-    prompt: list[int]
-    budget: int
-    sampling: SamplingParams
-    emit: Callable[[_QueueItem], None]
-    cancel: threading.Event = field(default_factory=threading.Event)
-    constraint: GrammarMask | None = None
 
 
 class LlamaCppBackend(ChatBackend):
@@ -198,7 +124,7 @@ class LlamaCppBackend(ChatBackend):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self._turn = asyncio.Lock()
         self._waiting = 0
-        self._active: _Job | None = None
+        self._active: Job | None = None
         self._vocab: Any = None
         self._n_vocab = 0
         self._bos_text = ""
@@ -213,7 +139,14 @@ class LlamaCppBackend(ChatBackend):
 
     async def start(self) -> None:
         """Loads the model on a worker thread and picks its chat template."""
-        llama = await asyncio.to_thread(self._load)
+        llama = await asyncio.to_thread(
+            load_llama,
+            self.model_path,
+            n_ctx=self._n_ctx,
+            n_threads=self._n_threads,
+            extra_buffer_types=self._extra_buffer_types,
+            model_name=self.model_name,
+        )
         self._llama = llama
         self.context_length = int(llama.n_ctx())
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
@@ -252,30 +185,6 @@ class LlamaCppBackend(ChatBackend):
             if llama is not None:
                 await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
         self._executor.shutdown(wait=False)
-
-    def _load(self) -> Any:
-        n_ctx = self._n_ctx or DEFAULT_MAX_CONTEXT
-        llama = self._open(n_ctx)
-        trained = trained_context(llama.metadata)
-        if self._n_ctx is None and trained is not None and trained < n_ctx:
-            llama.close()
-            llama = self._open(trained)
-        return llama
-
-    def _open(self, n_ctx: int) -> Any:
-        try:
-            with model_params(extra_buffer_types=self._extra_buffer_types):
-                return llama_cpp.Llama(
-                    str(self.model_path),
-                    n_ctx=n_ctx,
-                    n_threads=self._n_threads,
-                    verbose=False,
-                    logits_all=False,
-                    # Presence/frequency penalties count every generated token.
-                    last_n_tokens_size=n_ctx,
-                )
-        except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"Could not load the model '{self.model_name}'.") from exc
 
     # ------------------------------------------------------------------ tokens
 
@@ -357,15 +266,15 @@ class LlamaCppBackend(ChatBackend):
         if request.constraint is not None:
             constraint = await asyncio.to_thread(self._grammar_mask, request.constraint)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
-        emit = self._emitter(loop, queue)
-        job = _Job(prompt, budget, request.sampling, emit=emit, constraint=constraint)
+        queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        emit = emitter(loop, queue)
+        job = Job(prompt, budget, request.sampling, emit=emit, constraint=constraint)
         await self._wait_for_turn()
         worker: asyncio.Future[None] | None = None
         try:
             yield Delta(prompt_tokens=len(prompt))
             self._active = job
-            worker = loop.run_in_executor(self._executor, self._run, job)
+            worker = loop.run_in_executor(self._executor, run, job, self._loaded_model)
             while True:
                 item = await queue.get()
                 if isinstance(item, PortwayError):
@@ -436,98 +345,6 @@ class LlamaCppBackend(ChatBackend):
         else:
             worker.add_done_callback(release)
 
-    @staticmethod
-    def _emitter(
-        loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[_QueueItem]
-    ) -> Callable[[_QueueItem], None]:
-        def emit(item: _QueueItem) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        return emit
-
-    # ------------------------------------------------------------------ worker thread
-
-    def _run(self, job: _Job) -> None:
-        """The worker: generates ``job`` and emits its deltas; errors are emitted too."""
-        try:
-            self._generate_blocking(job)
-        except Exception as exc:
-            log.exception("llama.cpp generation failed")
-            job.emit(exc)
-
-    def _generate_blocking(self, job: _Job) -> None:
-        if job.cancel.is_set():
-            return
-        if job.budget <= 0:
-            job.emit(Delta(finish_reason="length"))
-            return
-        llama = self._loaded()
-        llama.set_seed(llama_seed(job.sampling.seed))
-        # llama-cpp-python's prompt-prefix reuse gives wrong logits after a prompt that
-        # was wholly cached (seen on Gemma 3's sliding-window cache): same seed, other
-        # text. Evaluate every prompt from the start; the 0.3.36 reuse is not trusted.
-        llama.n_tokens = 0
-        tokens = llama.generate(
-            job.prompt,
-            **sampler_settings(job.sampling),
-            logits_processor=logits_processors(job.sampling.logit_bias, job.constraint),
-        )
-        try:
-            self._stream_tokens(tokens, job)
-        finally:
-            tokens.close()
-            free_sampler(llama)
-
-    def _stream_tokens(self, tokens: Iterator[int], job: _Job) -> None:
-        """Turns sampled tokens into deltas until a stop, the budget, or cancellation."""
-        decoder = Utf8StreamDecoder()
-        stops = StopMatcher((*self._loaded_template().stop_strings, *job.sampling.stop))
-        pending = _PendingDelta()
-        finish: FinishReason = "length"
-        cut_at_stop_string = False
-        for produced, token in enumerate(tokens, start=1):
-            if job.cancel.is_set():
-                return
-            if self._is_end_token(token):
-                pending.add()
-                finish = "stop"
-                break
-            text, cut_at_stop_string = stops.feed(decoder.feed(self._piece(token, special=False)))
-            pending.add(text, self._logprob(token, job.sampling))
-            if cut_at_stop_string:
-                finish = "stop"
-                break
-            if job.constraint is not None and job.constraint.accept(token):
-                finish = "stop"  # the grammar is complete and allows nothing more
-                break
-            if produced >= job.budget:
-                break
-            if pending.text:
-                job.emit(pending.take())
-        if not cut_at_stop_string:
-            pending.add(_remaining_text(decoder, stops), tokens=0)
-        job.emit(pending.take(finish))
-
-    def _logprob(self, token: int, sampling: SamplingParams) -> TokenLogprob | None:
-        """The chosen token's logprob and the top alternatives, from the logits of the
-        step that chose it (still in llama.cpp's output buffer)."""
-        if not sampling.logprobs:
-            return None
-        logits = np.ctypeslib.as_array(
-            llama_cpp.llama_get_logits_ith(self._loaded().ctx, -1), shape=(self._n_vocab,)
-        )
-        logprobs = llama_cpp.Llama.logits_to_logprobs(logits)
-        top = tuple(
-            TopLogprob(*self._token_fields(i), float(logprobs[i]))
-            for i in top_ids(logprobs, sampling.top_logprobs)
-        )
-        return TokenLogprob(*self._token_fields(token), float(logprobs[token]), top)
-
-    def _token_fields(self, token: int) -> tuple[str, tuple[int, ...]]:
-        raw = self._piece(token, special=True)
-        return raw.decode("utf-8", errors="replace"), tuple(raw)
-
     # ------------------------------------------------------------------ state
 
     def _loaded(self) -> Any:
@@ -539,3 +356,12 @@ class LlamaCppBackend(ChatBackend):
         if self._template is None:
             raise BackendError(f"The model '{self.model_name}' is not loaded.")
         return self._template
+
+    def _loaded_model(self) -> LoadedModel:
+        return LoadedModel(
+            llama=self._loaded(),
+            n_vocab=self._n_vocab,
+            stop_strings=self._loaded_template().stop_strings,
+            piece=self._piece,
+            is_end_token=self._is_end_token,
+        )

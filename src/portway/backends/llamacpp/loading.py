@@ -1,16 +1,21 @@
-"""Loading a GGUF with llama.cpp: its model parameters, the CPU check for AMX,
-its control tokens and its trained context."""
+"""Loading a GGUF with llama.cpp: opening it at the right context length, its
+model parameters, the CPU check for AMX, its control tokens and its trained context."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
 from portway.backends.llamacpp.control_text import ControlToken
+from portway.errors import BackendError
+
+DEFAULT_MAX_CONTEXT = 8192
+"""Without an explicit ``n_ctx``: the model's trained context, but at most this."""
 
 _PARSED_ONLY_AS_SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
 _LSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP
@@ -18,6 +23,44 @@ _RSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP
 
 
 _PARAMS_PATCH_LOCK = threading.Lock()
+
+
+def load_llama(
+    model_path: Path,
+    *,
+    n_ctx: int | None,
+    n_threads: int | None,
+    extra_buffer_types: bool,
+    model_name: str,
+) -> Any:
+    """Opens the GGUF (blocking): at ``n_ctx``, or else at its trained context but
+    at most ``DEFAULT_MAX_CONTEXT``; raises ``BackendError`` if it cannot be loaded."""
+    llama = _open(
+        model_path, n_ctx or DEFAULT_MAX_CONTEXT, n_threads, extra_buffer_types, model_name
+    )
+    trained = trained_context(llama.metadata)
+    if n_ctx is None and trained is not None and trained < DEFAULT_MAX_CONTEXT:
+        llama.close()
+        llama = _open(model_path, trained, n_threads, extra_buffer_types, model_name)
+    return llama
+
+
+def _open(
+    model_path: Path, n_ctx: int, n_threads: int | None, extra_buffer_types: bool, model_name: str
+) -> Any:
+    try:
+        with model_params(extra_buffer_types=extra_buffer_types):
+            return llama_cpp.Llama(
+                str(model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                verbose=False,
+                logits_all=False,
+                # Presence/frequency penalties count every generated token.
+                last_n_tokens_size=n_ctx,
+            )
+    except (ValueError, RuntimeError) as exc:
+        raise BackendError(f"Could not load the model '{model_name}'.") from exc
 
 
 @contextlib.contextmanager

@@ -24,14 +24,11 @@ import pytest_asyncio
 
 from portway.backends.base import Delta, GenerationRequest, Message, SamplingParams, ToolSpec
 from portway.backends.llamacpp import default_model
-from portway.backends.llamacpp.backend import (
-    LlamaCppBackend,
-    StopMatcher,
-    Utf8StreamDecoder,
-    llama_seed,
-)
+from portway.backends.llamacpp.backend import LlamaCppBackend
 from portway.backends.llamacpp.default_model import ensure_default_gguf, file_sha256
+from portway.backends.llamacpp.sampling import llama_seed
 from portway.backends.llamacpp.templates import GemmaTemplate
+from portway.backends.textstream import StopMatcher, Utf8StreamDecoder
 from portway.errors import BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
 
 N_CTX = 512
