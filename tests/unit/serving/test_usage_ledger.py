@@ -20,13 +20,8 @@ from sqlalchemy.exc import OperationalError
 from portway.cli import main
 from portway.serving.usage import UsageRecorder
 from portway.store import MAX_TOKENS, Store, UsageRecord
-from tests.unit.store import test_store
-from tests.unit.store.test_store import _SRC_DIR, usage
-
-# The database fixtures of test_store.py: SQLite, and PostgreSQL when reachable.
-postgres_server = test_store.postgres_server
-db_url = test_store.db_url
-store = test_store.store
+from tests.unit.databases import usage
+from tests.unit.store.test_store import _SRC_DIR
 
 BAD_VALUES: dict[str, dict[str, Any]] = {
     "overlong user": {"end_user": "u" * 300},

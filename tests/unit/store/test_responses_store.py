@@ -18,6 +18,7 @@ from portway.store import Store
 from portway.store.engine import _alembic_config
 from portway.store.records import StoredResponse
 from tests.services import require_service
+from tests.unit import databases
 from tests.unit.store import test_store as base
 
 T0 = datetime(2025, 11, 26, 12, 0, tzinfo=UTC)
@@ -25,9 +26,9 @@ T0 = datetime(2025, 11, 26, 12, 0, tzinfo=UTC)
 
 async def _postgres_reason() -> str:
     """Why the PostgreSQL server cannot be used ('' when it can)."""
-    url = make_url(base.POSTGRES_URL)
+    url = make_url(databases.POSTGRES_URL)
     try:
-        conn = await asyncpg.connect(base._asyncpg_dsn(url), timeout=5)
+        conn = await asyncpg.connect(databases.asyncpg_dsn(url), timeout=5)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return f"cannot connect: {exc!r}"
     await conn.close()
@@ -45,7 +46,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         return
     reason = await _postgres_reason()
     require_service("postgresql", not reason, reason)
-    async with base.scratch_database(make_url(base.POSTGRES_URL)) as url:
+    async with databases.scratch_database(make_url(databases.POSTGRES_URL)) as url:
         opened = await Store.open(url)
         try:
             yield opened

@@ -8,33 +8,28 @@ and dropped afterwards. Without the server they are skipped, or fail in CI.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
-import secrets
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass, replace
+from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import Connection
 
 import portway
 from portway.store import (
     ANONYMOUS_USER,
     Store,
     TokenInfo,
-    UsageRecord,
     UsageSummary,
     User,
 )
@@ -42,12 +37,14 @@ from portway.store.engine import _alembic_config
 from portway.store.records import RunnerModel
 from portway.store.tables import metadata
 from tests.services import require_service
+from tests.unit.databases import (
+    T0,
+    token_hash,
+    usage,
+)
 
 _SRC_DIR = str(Path(portway.__file__).resolve().parents[1])  # for subprocesses
 
-POSTGRES_URL = os.environ.get(
-    "PORTWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 TABLES = {
     "users",
     "api_tokens",
@@ -69,99 +66,6 @@ def _head() -> str:
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     assert head is not None
     return head
-
-
-T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-# ------------------------------------------------------------------------ fixtures
-
-
-@dataclass(frozen=True)
-class PostgresServer:
-    url: URL | None
-    reason: str
-
-
-def _asyncpg_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture(scope="session")
-async def postgres_server() -> PostgresServer:
-    """Probe the PostgreSQL server once per session."""
-    url = make_url(POSTGRES_URL)
-    try:
-        conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        where = url.render_as_string(hide_password=True)
-        return PostgresServer(None, f"cannot connect to {where}: {exc!r}")
-    await conn.close()
-    return PostgresServer(url, "")
-
-
-@asynccontextmanager
-async def scratch_database(server_url: URL) -> AsyncIterator[str]:
-    """A freshly created, uniquely named database, dropped on exit."""
-    name = f"portway_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield server_url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-async def db_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_server: PostgresServer
-) -> AsyncIterator[str]:
-    """URL of an empty database: SQLite in tmp_path, or a scratch PostgreSQL one."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'portway.db'}"
-    else:
-        require_service("postgresql", postgres_server.url is not None, postgres_server.reason)
-        assert postgres_server.url is not None
-        async with scratch_database(postgres_server.url) as url:
-            yield url
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    opened = await Store.open(db_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-def token_hash(seed: str) -> bytes:
-    return hashlib.sha256(seed.encode()).digest()
-
-
-def usage(request_id: str, **changes: Any) -> UsageRecord:
-    record = UsageRecord(
-        request_id=request_id,
-        user_id=None,
-        token_id=None,
-        endpoint="/v1/chat/completions",
-        model="gemma",
-        version_id="v1",
-        prompt_tokens=10,
-        completion_tokens=5,
-        status="completed",
-        error_code=None,
-        end_user=None,
-        latency_ms=120,
-        started_at=T0,
-        ended_at=T0 + timedelta(milliseconds=120),
-    )
-    return replace(record, **changes)
 
 
 # ---------------------------------------------------------------------- migrations

@@ -9,19 +9,13 @@ import pytest
 
 from portway.api.usage import summarise
 from portway.store import DailyUsage, Store
-from tests.unit.store.test_store import (  # noqa: F401 - fixtures
-    db_url,
-    postgres_server,
-    store,
-    token_hash,
-    usage,
-)
+from tests.unit.databases import token_hash, usage
 
 LATE = datetime(2025, 1, 2, 23, 59, 59, tzinfo=UTC)
 """The last second of a UTC day: a time zone slip would move it to the next."""
 
 
-async def test_usage_is_summed_per_utc_day_user_and_model(store: Store) -> None:  # noqa: F811
+async def test_usage_is_summed_per_utc_day_user_and_model(store: Store) -> None:
     alice = await store.ensure_user("alice")
     bob = await store.ensure_user("bob")
     await store.record_usage(
@@ -65,7 +59,7 @@ async def test_usage_is_summed_per_utc_day_user_and_model(store: Store) -> None:
         await store.usage_by_day(since.replace(tzinfo=None))
 
 
-async def test_tokens_keep_their_name_and_are_found_by_id(store: Store) -> None:  # noqa: F811
+async def test_tokens_keep_their_name_and_are_found_by_id(store: Store) -> None:
     user = await store.ensure_user("carol")
     made = await store.create_token(
         user_id=user.id,
