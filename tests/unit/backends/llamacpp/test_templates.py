@@ -7,13 +7,9 @@ import json
 import pytest
 
 from portway.backends.base import Message, ToolCall
-from portway.backends.llamacpp.templates import (
-    MAX_PROMPT_BYTES,
-    ChatMLTemplate,
-    GemmaTemplate,
-    JinjaTemplate,
-    template_for,
-)
+from portway.backends.llamacpp.jinja_template import JinjaTemplate
+from portway.backends.llamacpp.template_text import MAX_PROMPT_BYTES
+from portway.backends.llamacpp.templates import ChatMLTemplate, GemmaTemplate, template_for
 from portway.errors import BackendError, InvalidRequest
 
 CHATML_JINJA = (
