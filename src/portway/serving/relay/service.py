@@ -19,8 +19,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,26 +30,20 @@ from pydantic_core import from_json
 from portway.backends.base import RelayBackend
 from portway.backends.upstream.backend import UpstreamBackend
 from portway.backends.upstream.errors import UpstreamFailure, UpstreamUnavailable
-from portway.backends.upstream.exchange import Exchange
 from portway.backends.upstream.http_client import open_session
 from portway.backends.upstream.pool import Outcome
-from portway.backends.upstream.sse import (
-    EventSplitter,
-    MalformedStream,
-    ModelRewriter,
-    parse_event,
-    parse_json,
-)
+from portway.backends.upstream.sse import ModelRewriter, parse_json
 from portway.errors import PortwayError
 from portway.registry.catalog import CatalogError
 from portway.registry.models import ModelEntry, Registry
 from portway.serving.context import RequestContext
 from portway.serving.media import MediaStore
-from portway.serving.metering import CUT_SHORT, Recorder, log_tokens, record_row
+from portway.serving.metering import Recorder, log_tokens, record_row
 from portway.serving.relay.address_guard import AddressPolicy
+from portway.serving.relay.call import RelayCall, meter_usage, upstream_of
 from portway.serving.relay.endpoints import RelayEndpoint, StreamState
 from portway.serving.relay.rehost import Rehoster
-from portway.serving.usage import Meter
+from portway.serving.relay.stream import RelayStream, open_stream, stream_frames
 from portway.store import Store
 
 log = logging.getLogger("portway.relay")
@@ -67,65 +60,6 @@ class LocalFallback(Exception):
         super().__init__(entry.name)
         self.entry = entry
         self.error = error
-
-
-@dataclass
-class RelayCall:
-    """One accepted relayed request."""
-
-    ctx: RequestContext
-    entry: ModelEntry
-    endpoint: RelayEndpoint
-    body: dict[str, Any]
-    meter: Meter
-    chain: list[ModelEntry]
-    base_url: str = ""
-    """Where the client reached Portway (for links to re-hosted images)."""
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.body.get("stream"))
-
-    @property
-    def client_usage(self) -> bool:
-        options = self.body.get("stream_options")
-        return isinstance(options, dict) and bool(options.get("include_usage"))
-
-
-@dataclass
-class RelayStream:
-    """A relayed stream whose first frames are in: iterate for the framed bytes;
-    a failure raises, and :meth:`error_frame` gives the event that reports it."""
-
-    frames: AsyncIterator[bytes]
-    state: StreamState
-    endpoint: RelayEndpoint
-
-    def error_frame(self, error: BaseException) -> bytes:
-        return self.endpoint.error_frame(error, self.state)
-
-
-@dataclass
-class _Opened:
-    """An upstream stream whose first frames are in."""
-
-    entry: ModelEntry
-    exchange: Exchange
-    deadline: float
-    state: StreamState
-    splitter: EventSplitter = field(default_factory=EventSplitter)
-    head: bytes = b""
-    broken: MalformedStream | None = None
-    """A bad event that followed good ones in the same read: raised once they are sent."""
-
-    def __post_init__(self) -> None:
-        self.rewriter = ModelRewriter(self.entry.name)
-
-
-def _upstream(entry: ModelEntry) -> UpstreamBackend:
-    backend = entry.backend
-    assert isinstance(backend, UpstreamBackend)
-    return backend
 
 
 class RelayService:
@@ -181,7 +115,7 @@ class RelayService:
 
     def _check_fallbacks(self, entry: ModelEntry) -> None:
         """Each fallback is a hosted (``openai``) or local model of the same kind."""
-        for name in _upstream(entry).fallbacks:
+        for name in upstream_of(entry).fallbacks:
             found = self._by_name.get(name)
             if found is None:
                 raise CatalogError(f"{entry.name}: fallback {name!r} is not in the catalogue")
@@ -211,7 +145,7 @@ class RelayService:
         meter = ctx.meter(end_user if isinstance(end_user, str) else None)
         ctx.log_fields["model"] = entry.name
         chain = [entry]
-        for name in _upstream(entry).fallbacks:
+        for name in upstream_of(entry).fallbacks:
             fallback = self._by_name[name]
             if fallback.visible_to(ctx.principal):
                 chain.append(fallback)
@@ -227,7 +161,7 @@ class RelayService:
             return await self._attempts(call, lambda entry, until: self._unary(call, entry, until))
 
     async def _unary(self, call: RelayCall, entry: ModelEntry, deadline: float) -> bytes:
-        backend = _upstream(entry)
+        backend = upstream_of(entry)
         body = call.endpoint.upstream_body(call.body, backend.upstream_model)
         first = backend.first_byte_deadline(deadline)
         exchange = await backend.open(call.endpoint.path, body, stream=False, until=first)
@@ -241,7 +175,7 @@ class RelayService:
             raise
         finally:
             await exchange.finish(outcome)
-        _meter(
+        meter_usage(
             call.meter,
             entry,
             call.endpoint.unary_usage(reply) or call.endpoint.estimate(call.body, reply),
@@ -258,7 +192,7 @@ class RelayService:
         cannot be fetched: the upstream has made and charged for the images)."""
         if self.rehoster is None:
             raise RuntimeError("the relay has no media store to re-host images in")
-        backend = _upstream(entry)
+        backend = upstream_of(entry)
         return await self.rehoster.rehost(
             reply,
             model=entry.name,
@@ -276,107 +210,14 @@ class RelayService:
         state = StreamState(call.client_usage)
         try:
             opened = await self._attempts(
-                call, lambda entry, until: self._open(call, entry, until, state)
+                call, lambda entry, until: open_stream(call, entry, until, state)
             )
         except LocalFallback:
             raise
         except BaseException as exc:
             record_row(self.recorder, call.meter, exc)
             raise
-        return RelayStream(self._frames(call, opened), state, call.endpoint)
-
-    async def _open(
-        self, call: RelayCall, entry: ModelEntry, deadline: float, state: StreamState
-    ) -> _Opened:
-        backend = _upstream(entry)
-        body = call.endpoint.upstream_body(call.body, backend.upstream_model)
-        first = backend.first_byte_deadline(deadline)
-        exchange = await backend.open(call.endpoint.path, body, stream=True, until=first)
-        opened = _Opened(entry, exchange, deadline, state, EventSplitter(backend.max_event_bytes))
-        outcome = Outcome.FAILED
-        try:
-            if "text/event-stream" not in exchange.content_type:
-                raise UpstreamUnavailable(
-                    f"The upstream of '{entry.name}' did not answer with a stream."
-                )
-            while not opened.head and not state.finished:
-                piece = await exchange.next_piece(first)
-                if piece is None:
-                    opened.head = call.endpoint.stream_end(state)
-                    break
-                opened.head = self._relay(call, opened, piece)
-            outcome = Outcome.OK
-            return opened
-        except MalformedStream as exc:  # nothing was sent yet: worth another attempt
-            raise UpstreamUnavailable(f"The upstream of '{entry.name}': {exc.message}") from exc
-        except asyncio.CancelledError:
-            outcome = Outcome.NEUTRAL
-            raise
-        finally:
-            if outcome is not Outcome.OK:
-                await exchange.finish(outcome)
-
-    def _relay(self, call: RelayCall, opened: _Opened, piece: bytes) -> bytes:
-        """The frames to send for ``piece`` of the upstream's stream. A bad event after
-        good ones in the same piece is kept in ``opened.broken``: the good ones go out
-        first, as they would have had they arrived in reads of their own."""
-        out = []
-        for raw in opened.splitter.feed(piece):
-            try:
-                event = parse_event(raw)
-                if event is not None and not opened.state.finished:
-                    out.append(call.endpoint.stream_event(event, opened.state, opened.rewriter))
-            except MalformedStream as exc:
-                if not out:
-                    raise
-                opened.broken = exc
-                break
-        return b"".join(out)
-
-    async def _frames(self, call: RelayCall, opened: _Opened) -> AsyncIterator[bytes]:
-        """The stream's frames. Its ledger row is recorded before the frames that
-        end it are handed on: a client that got the whole stream is on record."""
-        state, exchange = opened.state, opened.exchange
-        ended: BaseException | None = CUT_SHORT
-        outcome = Outcome.NEUTRAL
-        recorded = False
-        try:
-            frames = opened.head
-            while not state.finished:
-                if frames:
-                    yield frames
-                if opened.broken is not None:
-                    raise opened.broken
-                piece = await exchange.next_piece(opened.deadline)
-                if piece is None:
-                    frames = self._relay(call, opened, b"\n\n") if opened.splitter.pending else b""
-                    if frames and not state.finished:
-                        yield frames
-                        frames = b""
-                    if opened.broken is not None:
-                        raise opened.broken
-                    break
-                frames = self._relay(call, opened, piece)
-            frames += call.endpoint.stream_end(state)
-            ended, outcome = None, Outcome.OK
-            recorded = self._record_stream(call, opened, ended)
-            yield frames
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
-                ended, outcome = exc, Outcome.FAILED
-            raise
-        finally:
-            if not recorded:
-                self._record_stream(call, opened, ended)
-            await exchange.finish(outcome)
-
-    def _record_stream(self, call: RelayCall, opened: _Opened, ended: BaseException | None) -> bool:
-        """Write the stream's ledger row (estimated where the upstream gave no usage)."""
-        estimate = (call.endpoint.estimate(call.body, None)[0], opened.state.estimated)
-        _meter(call.meter, opened.entry, opened.state.usage or estimate)
-        record_row(self.recorder, call.meter, ended)
-        log_tokens(call.ctx, call.meter)
-        return True
+        return RelayStream(stream_frames(call, opened, self.recorder), state, call.endpoint)
 
     # ---------------------------------------------------------------- attempts
 
@@ -442,11 +283,6 @@ def _reply(raw: bytes, endpoint: RelayEndpoint, name: str) -> dict[str, Any]:
             f"The upstream of '{name}' answered without '{endpoint.required}'."
         )
     return reply
-
-
-def _meter(meter: Meter, entry: ModelEntry, usage: tuple[int, int]) -> None:
-    meter.model, meter.version_id = entry.name, entry.version_id
-    meter.prompt_tokens, meter.completion_tokens = usage
 
 
 class _ledger:
