@@ -18,6 +18,7 @@ from portway.backends.base import (
     Message,
     SamplingParams,
 )
+from portway.digits import ascii_decimal
 
 
 async def predict(loaded: Any, text: str, options: dict[str, Any]) -> list[GeneratedImage]:
@@ -79,10 +80,11 @@ async def _embed(backend: EmbeddingBackend, text: str) -> None:
 async def _images(
     backend: ImageBackend, text: str, options: dict[str, Any]
 ) -> list[GeneratedImage]:
-    width, _, height = str(options["size"]).partition("x")
-    if not (width.isdigit() and height.isdigit()):
+    width_text, _, height_text = str(options["size"]).partition("x")
+    width, height = ascii_decimal(width_text, 5), ascii_decimal(height_text, 5)
+    if width is None or height is None:
         raise click.BadParameter("expected WIDTHxHEIGHT", param_hint="--size")
-    request = ImageRequest(text, n=options["n"], width=int(width), height=int(height))
+    request = ImageRequest(text, n=options["n"], width=width, height=height)
     return await backend.generate(request)
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 
 from portway.api.deps import principal
 from portway.auth.principal import Principal
+from portway.digits import ascii_decimal
 from portway.errors import InvalidRequest, PermissionDenied
 from portway.store import DailyUsage, Store
 
@@ -40,11 +41,12 @@ def _group_by(text: str | None) -> tuple[str, ...]:
 def _days(text: str | None) -> int:
     if text is None:
         return DEFAULT_DAYS
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+    days = ascii_decimal(text, max_digits=3)
+    if days is None or not 1 <= days <= MAX_DAYS:
         raise InvalidRequest(
             f"Invalid value for 'days': a whole number from 1 to {MAX_DAYS}.", param="days"
         )
-    return int(text)
+    return days
 
 
 def _whose(who: Principal, user: str | None) -> str | None:

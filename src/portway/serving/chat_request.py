@@ -19,6 +19,7 @@ from portway.backends.base import (
 )
 from portway.constrain.either import calls_or_answer
 from portway.constrain.schema import check_json_schema
+from portway.digits import ascii_decimal
 from portway.errors import InvalidRequest, UnsupportedParameter
 from portway.protocol.chat import (
     AssistantMessage,
@@ -158,11 +159,12 @@ def to_messages(request: ChatCompletionRequest, capabilities: Capabilities) -> t
 def _logit_bias(request: ChatCompletionRequest) -> dict[int, float]:
     bias: dict[int, float] = {}
     for key, value in (request.logit_bias or {}).items():
-        if not key.isdigit() or len(key) > 9:
+        token = ascii_decimal(key, max_digits=9)
+        if token is None:
             raise InvalidRequest(
                 f"logit_bias keys are token ids; '{key[:32]}' is not one.", param="logit_bias"
             )
-        bias[int(key)] = value
+        bias[token] = value
     return bias
 
 

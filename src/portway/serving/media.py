@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from portway.digits import ascii_decimal
 from portway.errors import NotFound
 from portway.private import private_dir, read_or_create, write_private
 
@@ -81,12 +82,13 @@ class MediaStore:
     def locate(self, name: str, expires: str, signature: str) -> tuple[Path, str]:
         """The file a link names and its media type; NotFound for a bad or expired link."""
         found = NAME.fullmatch(name)
-        if not found or not expires.isdigit() or len(expires) > 12:
+        until = ascii_decimal(expires, max_digits=12)
+        if not found or until is None:
             raise NotFound("No such file.")
-        if not hmac.compare_digest(self._sign(name, int(expires)), signature):
+        if not hmac.compare_digest(self._sign(name, until), signature):
             raise NotFound("No such file.")
-        path = self.root / f"{int(expires)}-{name}"
-        if int(expires) <= time.time():
+        path = self.root / f"{until}-{name}"
+        if until <= time.time():
             path.unlink(missing_ok=True)
             raise NotFound("This link has expired.", code="link_expired")
         if not path.is_file():

@@ -12,6 +12,7 @@ from typing import Any
 import llama_cpp
 
 from portway.backends.llamacpp.control_text import ControlToken
+from portway.digits import ascii_decimal
 from portway.errors import BackendError
 
 DEFAULT_MAX_CONTEXT = 8192
@@ -118,4 +119,4 @@ def trained_context(metadata: Mapping[str, str]) -> int | None:
     """The context length a GGUF was trained with, from ``<arch>.context_length``."""
     architecture = metadata.get("general.architecture", "")
     value = metadata.get(f"{architecture}.context_length", "")
-    return int(value) if value.isdigit() else None
+    return ascii_decimal(value)
