@@ -15,6 +15,7 @@ every row carries a unique ``entry_id``. The directory is made mode 0700 (see
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -75,23 +76,45 @@ class Journal:
         self._lock = _locked_file(directory, self.owner)
         self._seq = 0
         self._fd: int | None = None
+        self._size = 0
+        """Bytes in the open segment: where a row that fails is cut off."""
         self.appended = 0
         """Rows appended to the open segment."""
 
     def append(self, line: bytes) -> None:
-        """Add one encoded row to the open segment (OSError if the disk refuses)."""
+        """Add one encoded row to the open segment, whole or not at all: OSError
+        if the disk refuses it or takes only part of it (a full disk), and then
+        the part is cut off again, or, if it cannot be, the segment is sealed so
+        that the next row starts a new line in a new one."""
         if self._fd is None:
             self._seq += 1
             path = self._segment(self._seq)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.write(self._fd, line)
+            self._size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+        except OSError:
+            self._undo_partial_write()
+            raise
+        self._size += written
         self.appended += 1
+
+    def _undo_partial_write(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.seal()
 
     def seal(self) -> None:
         """Close the open segment; the next row starts a new one."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd, self.appended = None, 0
+            fd, self._fd, self.appended = self._fd, None, 0
+            os.close(fd)
 
     def sealed(self) -> list[Path]:
         """This process's closed segments, oldest first."""

@@ -8,10 +8,12 @@ sent, so an answer a client received is on disk even if the process is killed
 next. A writer task moves sealed journal segments into the database in batches
 (every ``flush_seconds``, or sooner after ``batch`` rows), inserting by the
 row's unique ``entry_id`` so a replay stores nothing twice. A row the database
-refuses while it answers other queries is set aside (``portway usage
---rejected``) with one warning; while the database is unreachable the rows wait
-in the journal (one warning, then retries with backoff), and whatever is left at
-shutdown or after a crash is written at the next start.
+refuses for good (a data error) is set aside (``portway usage --rejected``,
+once even if a journal is replayed) with one warning; while the database is
+unreachable or refuses for now (locked, a serialization failure or deadlock, a
+dropped connection: :func:`~portway.serving.ledger_errors.is_temporary`) the rows
+wait in the journal (one warning, then retries with backoff), and whatever is
+left at shutdown or after a crash is written at the next start.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from portway.serving.ledger_errors import is_temporary
 from portway.serving.ledger_journal import Journal, encode, read_segment
 from portway.store import (
     MAX_END_USER,
@@ -86,8 +89,9 @@ def _optional(value: str | None, limit: int) -> str | None:
     return None if value is None else _text(value, limit)
 
 
-class _Unreachable(Exception):
-    """The database does not answer: keep the rows and try again later."""
+class _TryLater(Exception):
+    """The database does not answer, or cannot take rows now: keep the rows and
+    try again later."""
 
 
 class UsageRecorder:
@@ -156,10 +160,10 @@ class UsageRecorder:
         async with self._writing:
             try:
                 await self._write_queued()
-            except _Unreachable as exc:
+            except _TryLater as exc:
                 if not self._unreachable:
                     self._unreachable = True
-                    log.warning("usage ledger: the database is unreachable (%s)", exc.args[0])
+                    log.warning("usage ledger: %s; rows wait in the journal", exc.args[0])
                 return False
             if self._unreachable:
                 self._unreachable = False
@@ -171,7 +175,7 @@ class UsageRecorder:
             rows, self._unjournaled = self._unjournaled, []
             try:
                 await self._write(rows)
-            except _Unreachable:
+            except _TryLater:
                 self._unjournaled[:0] = rows
                 raise
         if self._journal is None:
@@ -190,16 +194,16 @@ class UsageRecorder:
             try:
                 await self._store.record_usage(batch)
             except Exception as exc:
-                await self._check_reachable(exc)
+                await self._check_for_now(exc)
                 await self._write_one_by_one(batch)
 
     async def _write_one_by_one(self, rows: list[UsageRecord]) -> None:
-        """Each row alone: one the database refuses is set aside, not retried."""
+        """Each row alone: one the database refuses for good is set aside, not retried."""
         for row in rows:
             try:
                 await self._store.record_usage([row])
             except Exception as exc:
-                await self._check_reachable(exc)
+                await self._check_for_now(exc)
                 await self._set_aside(row, _reason(exc))
 
     async def _set_aside(self, row: UsageRecord, reason: str) -> None:
@@ -212,12 +216,15 @@ class UsageRecorder:
         try:
             await self._store.set_aside_usage(row, reason)
         except Exception as exc:
-            await self._check_reachable(exc)
+            await self._check_for_now(exc)
             log.error("usage row could not be set aside (%s), dropped: %s", exc, encode(row))
 
-    async def _check_reachable(self, exc: Exception) -> None:
+    async def _check_for_now(self, exc: Exception) -> None:
+        """Raise _TryLater unless ``exc`` refuses the rows for good."""
+        if is_temporary(exc):
+            raise _TryLater(f"the database cannot take rows now ({_reason(exc)})") from exc
         if not await self._store.ping():
-            raise _Unreachable(_reason(exc)) from exc
+            raise _TryLater(f"the database is unreachable ({_reason(exc)})") from exc
 
     async def _run(self) -> None:
         wait, adopted_at = self._flush_seconds, time.monotonic()

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
@@ -87,15 +87,19 @@ class UsageLedger(Database):
 
     async def set_aside_usage(self, record: UsageRecord, reason: str) -> None:
         """Keep ``record``, which the database refused, where an admin can see it
-        (:meth:`rejected_usage`): as JSON text (non-ASCII escaped), with ``reason``."""
+        (:meth:`rejected_usage`): as JSON text (non-ASCII escaped), with ``reason``.
+        A record whose ``entry_id`` is already set aside is skipped (a replay)."""
         values = {
             "request_id": printable(record.request_id)[:200],
             "record": json.dumps(_usage_json(record), ensure_ascii=True),
             "reason": printable(reason)[:2000],
             "rejected_at": utc_now(),
+            "entry_id": record.entry_id,
         }
+        maker = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = maker(usage_rejected).on_conflict_do_nothing(index_elements=["entry_id"])
         async with self._write() as conn:
-            await conn.execute(insert(usage_rejected).values(values))
+            await conn.execute(stmt.values(values))
 
     async def rejected_usage(self) -> list[RejectedUsage]:
         """Every usage record set aside, oldest first."""

@@ -136,6 +136,8 @@ usage_rejected = Table(
     Column("record", Text(), nullable=False),
     Column("reason", Text(), nullable=False),
     Column("rejected_at", UTCDateTime(), nullable=False),
+    Column("entry_id", String(32), nullable=True),
+    Index(None, "entry_id", unique=True),
 )
 
 responses = Table(
