@@ -185,6 +185,7 @@ def _pat_create_remote(
     body: dict[str, Any] = {"scopes": list(scopes) or ["inference"], "name": name}
     if user_name:
         body["user"] = user_name
+        body["create_user"] = True  # as `pat create --user` does without --server
     if expires_in is not None:
         body["expires_in_days"] = expires_in
     made = cli_tokens.remote(server, token, "POST", "/v1/tokens", body)

@@ -77,7 +77,8 @@ def test_other_users_tokens_need_the_admin_scope(server: Server) -> None:
     _error(_call(server, victor, "DELETE", f"/v1/tokens/{wendys[0]['id']}"), 404)
     assert _client(server, wendy).models.list().data
     admin = server.admin_token
-    made = _call(server, admin, "POST", "/v1/tokens", {"user": "xena", "scopes": ["runner"]})
+    body = {"user": "xena", "scopes": ["runner"], "create_user": True}
+    made = _call(server, admin, "POST", "/v1/tokens", body)
     assert (made.json()["user"], made.json()["scopes"]) == ("xena", ["runner"])
     assert _call(server, admin, "GET", "/v1/tokens?user=xena").json()["data"][0]["user"] == "xena"
     names = [user["id"] for user in _call(server, admin, "GET", "/v1/users").json()["data"]]
@@ -85,6 +86,46 @@ def test_other_users_tokens_need_the_admin_scope(server: Server) -> None:
     _call(server, admin, "DELETE", f"/v1/tokens/{wendys[0]['id']}")
     with pytest.raises(openai.AuthenticationError):
         _client(server, wendy).models.list()
+
+
+def test_a_token_that_expires_mints_none_that_outlives_it(server: Server) -> None:
+    brief = server.token("yara", "inference", expires_in="2")
+    for body in ({}, {"expires_in_days": 3}):
+        error = _error(_call(server, brief, "POST", "/v1/tokens", body), 400)
+        assert error["param"] == "expires_in_days"
+    made = _call(server, brief, "POST", "/v1/tokens", {"expires_in_days": 1})
+    assert made.status_code == 200, made.text
+    assert made.json()["expires_at"] is not None
+
+
+def test_managing_tokens_needs_the_inference_or_admin_scope(server: Server) -> None:
+    runner = server.token("zack", "runner")
+    for method, path in (("GET", "/v1/tokens"), ("POST", "/v1/tokens")):
+        body = {"scopes": ["runner"]} if method == "POST" else None
+        error = _error(_call(server, runner, method, path, body), 403)
+        assert error["code"] == "missing_scope"
+    own = _call(server, server.token("zack"), "GET", "/v1/tokens").json()["data"]
+    _error(_call(server, runner, "DELETE", f"/v1/tokens/{own[0]['id']}"), 403)
+
+
+def test_a_token_revokes_no_token_with_scopes_it_lacks(server: Server) -> None:
+    plain = server.token("admin")
+    listed = _call(server, plain, "GET", "/v1/tokens").json()["data"]
+    first_admin = next(item for item in listed if "admin" in item["scopes"])
+    _error(_call(server, plain, "DELETE", f"/v1/tokens/{first_admin['id']}"), 404)
+    assert _call(server, server.admin_token, "GET", "/v1/me").status_code == 200
+    spare = _call(server, plain, "POST", "/v1/tokens", {"name": "spare"}).json()
+    assert _call(server, plain, "DELETE", f"/v1/tokens/{spare['id']}").status_code == 200
+
+
+def test_an_admin_creates_a_user_only_when_asked(server: Server) -> None:
+    admin = server.admin_token
+    error = _error(_call(server, admin, "POST", "/v1/tokens", {"user": "nobody-yet"}), 404)
+    assert error["param"] == "user"
+    users = [user["id"] for user in _call(server, admin, "GET", "/v1/users").json()["data"]]
+    assert "nobody-yet" not in users
+    body = {"user": "nobody-yet", "create_user": True}
+    assert _call(server, admin, "POST", "/v1/tokens", body).json()["user"] == "nobody-yet"
 
 
 @pytest.mark.parametrize(
@@ -135,7 +176,13 @@ def test_usage_is_ones_own_and_admins_see_everyone(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "param"), [("group_by=week", "group_by"), ("days=0", "days"), ("days=x", "days")]
+    ("query", "param"),
+    [
+        ("group_by=week", "group_by"),
+        ("days=0", "days"),
+        ("days=x", "days"),
+        ("days=%C2%B2", "days"),
+    ],
 )
 def test_bad_usage_queries_name_the_param(server: Server, query: str, param: str) -> None:
     assert _error(_call(server, server.admin_token, "GET", f"/v1/usage?{query}"), 400)["param"] == (

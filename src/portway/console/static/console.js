@@ -628,6 +628,7 @@ function embeddingPlayground(reference) {
 async function tokensView() {
   const error = alertBox();
   const owner = h("input", { type: "text", placeholder: me.user, list: "users" });
+  const newUser = h("input", { type: "checkbox", id: "create-user" });
   const name = h("input", { type: "text", maxlength: 100, placeholder: "laptop" });
   const days = h("input", { type: "number", min: 1, step: 1, placeholder: "never" });
   const scopes = ["inference", "runner", "admin"].filter((scope) => me.is_admin || me.scopes.includes(scope));
@@ -641,7 +642,8 @@ async function tokensView() {
     h("fieldset", {}, h("legend", { text: "Scopes" }),
       ...boxes.map((box) => h("div", { class: "check" }, box, h("label", { for: box.id, text: box.value })))),
     field("Expires in (days)", days, "Empty: never."),
-    me.is_admin ? field("For user", owner, "Admins: any user (created if new). Empty: yourself.") : null,
+    me.is_admin ? field("For user", owner, "Admins: any user. Empty: yourself.") : null,
+    me.is_admin ? h("div", { class: "check" }, newUser, h("label", { for: newUser.id, text: "Create this user if new" })) : null,
     h("button", { type: "submit", text: "Create token" }), error, secret);
 
   const load = async () => {
@@ -668,6 +670,7 @@ async function tokensView() {
     const body = { name: name.value, scopes: boxes.filter((box) => box.checked).map((box) => box.value) };
     if (days.value) body.expires_in_days = Number(days.value);
     if (me.is_admin && owner.value.trim()) body.user = owner.value.trim();
+    if (body.user && newUser.checked) body.create_user = true;
     try {
       const made = await api("/v1/tokens", { method: "POST", body });
       const value = h("input", { type: "text", readonly: true, value: made.token, id: "new-secret" });
