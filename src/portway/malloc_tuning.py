@@ -15,11 +15,12 @@ macOS) it does nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import logging
 from collections.abc import Callable
+
+from portway.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,8 @@ class MemoryTrimmer:
             self._task = asyncio.create_task(self._run(), name="malloc-trim")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         trim = self._trim

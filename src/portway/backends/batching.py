@@ -12,10 +12,11 @@ lone caller never waits. A caller cancelled before its batch starts is left out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from portway.aio import cancel_and_wait
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,11 +52,8 @@ class Batcher(Generic[T, R]):
         return await job.future
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for job in self._pending:
             job.future.cancel()
         self._pending.clear()

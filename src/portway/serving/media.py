@@ -11,7 +11,6 @@ a 404; expired files are removed when asked for and by a periodic sweep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from portway.aio import cancel_and_wait
 from portway.digits import ascii_decimal
 from portway.errors import NotFound
 from portway.private import private_dir, read_or_create, write_private
@@ -110,11 +110,8 @@ class MediaStore:
         self._task = asyncio.create_task(self._sweep_forever(), name="media-sweep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _sweep_forever(self) -> None:
         while True:
