@@ -129,6 +129,16 @@ class Server:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def log_once_it_has(self, *texts: str, timeout: float = 30.0) -> str:
+        """The log, once it holds every one of ``texts`` (lines such as the access
+        log's are written after the response has gone out)."""
+        deadline = time.monotonic() + timeout
+        while not all(text in (log := self.log_text()) for text in texts):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the log never showed {texts!r}:\n{log}")
+            time.sleep(0.1)
+        return log
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process is None:
             return 0
