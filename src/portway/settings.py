@@ -45,6 +45,20 @@ class Settings:
     public_url: str | None = None
     """Where clients reach the server (``--public-url``): image links are built
     on it, never on a request's ``Host`` header."""
+    workers: int = 1
+    """Server processes on this address (``--workers``); more than one needs Redis and NATS."""
+    redis_url: str | None = None
+    """Shared limits and token revocation across processes and hosts (``--redis-url``)."""
+    nats_url: str | None = None
+    """Runners and events across processes and hosts (``--nats-url``)."""
+    metrics_address: str | None = None
+    """``HOST:PORT`` serving ``/metrics`` without a token (``--metrics-address``);
+    without it ``/metrics`` is on the API port, behind an admin token."""
+
+    @property
+    def clustered(self) -> bool:
+        """Whether state is shared with other processes (Redis and NATS in use)."""
+        return self.workers > 1 or bool(self.redis_url or self.nats_url)
 
     @property
     def catalog_path(self) -> Path:
@@ -70,5 +84,9 @@ class Settings:
             values["data_dir"] = Path(data_dir).expanduser()
         if database_url := os.environ.get("PORTWAY_DATABASE_URL"):
             values["database_url"] = database_url
+        if redis_url := os.environ.get("PORTWAY_REDIS_URL"):
+            values["redis_url"] = redis_url
+        if nats_url := os.environ.get("PORTWAY_NATS_URL"):
+            values["nats_url"] = nats_url
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
