@@ -16,6 +16,9 @@
     ├── HeadersTooLarge                431 code headers_too_large
     ├── ClientDisconnected             499 (nobody reads it; for the log)
     ├── Overloaded                     503 (Retry-After header)
+    ├── RateLimited                    429 code rate_limit_exceeded, type requests|tokens (limits)
+    ├── QuotaExceeded                  429 code insufficient_quota (limits)
+    ├── LimitsUnavailable              503 code limits_unavailable (limits; Retry-After)
     ├── TooManyConnections             503 code too_many_connections (Retry-After)
     ├── BackendError                   500 server_error (message is safe to show)
     ├── ModelFailed                    500 code model_error (a user model's exception)

@@ -189,3 +189,20 @@ runner_models = Table(
     Column("visibility", String(16), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+limits = Table(
+    "limits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("token_id", String(64), ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=True),
+    Column("rpm", BigInteger, nullable=True),
+    Column("tpm", BigInteger, nullable=True),
+    Column("concurrent", BigInteger, nullable=True),
+    Column("tokens_per_day", BigInteger, nullable=True),
+    Column("tokens_per_month", BigInteger, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    CheckConstraint("(user_id IS NULL) <> (token_id IS NULL)", name="one_subject"),
+    Index(None, "user_id", unique=True),
+    Index(None, "token_id", unique=True),
+)

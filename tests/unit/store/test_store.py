@@ -54,6 +54,7 @@ TABLES = {
     "secrets",
     "runner_models",
     "usage_rejected",
+    "limits",
 }
 
 
