@@ -12,6 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portway.errors import PayloadTooLarge, PortwayError, RequestTimeout
+from portway.metrics.service import Metrics
 
 log = logging.getLogger("portway.access")
 
@@ -20,10 +21,12 @@ LOGGED_FIELDS = ("model", "prompt_tokens", "completion_tokens")
 
 class RequestLog:
     """Gives each request an id (``x-request-id``) and logs one line when it ends:
-    id, method, path, status, model, token counts and latency; never content."""
+    id, method, path, status, model, token counts and latency; never content.
+    Each request is counted in ``metrics`` too, if given."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,6 +57,8 @@ class RequestLog:
                 await _send_error(send_with_id, PortwayError())
         finally:
             latency = (time.perf_counter() - started) * 1000
+            if self.metrics is not None:
+                self.metrics.request_done(fields.get("model", ""), scope, status[0], latency / 1000)
             extra = " ".join(f"{key}={fields[key]}" for key in LOGGED_FIELDS if key in fields)
             log.info(
                 "%s %s %s %d %s latency_ms=%.1f",

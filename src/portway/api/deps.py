@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from portway.serving.embeddings import EmbeddingService
 from portway.serving.images import ImageService
 from portway.serving.media import MediaStore
 from portway.serving.relay.service import RelayService
+from portway.serving.usage import Meter
 from portway.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,6 +38,8 @@ class Services:
     images: ImageService
     media: MediaStore
     relay: RelayService
+    on_usage: Callable[[Meter, str], None] | None = None
+    """Told of each request's usage once its ledger row is written (metrics)."""
 
 
 def services(request: Request) -> Services:
@@ -54,7 +57,11 @@ async def context(request: Request, endpoint: str) -> RequestContext:
     who.require_scope("inference")
     fields: dict[str, Any] = request.state.log_fields
     return RequestContext(
-        request_id=request.state.request_id, principal=who, endpoint=endpoint, log_fields=fields
+        request_id=request.state.request_id,
+        principal=who,
+        endpoint=endpoint,
+        log_fields=fields,
+        on_usage=services(request).on_usage,
     )
 
 

@@ -216,6 +216,8 @@ class ChatService:
             yield run.chunk([opening])
             async for delta in deltas:
                 run.meter.completion_tokens += delta.tokens
+                if delta.tokens:
+                    run.meter.first_token()
                 if delta.prompt_tokens is not None and index == 0:
                     run.meter.prompt_tokens = delta.prompt_tokens  # a later, exact count
                 pieces = output.feed(delta.text, delta.tokens) if delta.text else []

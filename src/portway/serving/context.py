@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ class RequestContext:
     principal: Principal
     endpoint: str
     log_fields: dict[str, Any] = field(default_factory=dict)
+    on_usage: Callable[[Meter, str], None] | None = None
+    """Given to every meter of the request (see ``Meter.on_end``)."""
 
     def meter(self, end_user: str | None) -> Meter:
         return Meter(
@@ -23,4 +26,5 @@ class RequestContext:
             user_id=self.principal.user.id,
             token_id=self.principal.token_id,
             end_user=end_user,
+            on_end=self.on_usage,
         )

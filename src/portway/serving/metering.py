@@ -45,6 +45,8 @@ def record_row(recorder: Recorder, meter: Meter, ended: BaseException | None) ->
     status = row_status(ended)
     if status is not None:
         recorder.record(meter.to_record(*status))
+        if meter.on_end is not None:
+            meter.on_end(meter, status[0])
 
 
 def log_tokens(ctx: RequestContext, meter: Meter) -> None:

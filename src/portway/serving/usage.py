@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,6 +268,15 @@ class Meter:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock_started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    """``time.perf_counter()`` when the first generated token came, if one did."""
+    on_end: Callable[[Meter, str], None] | None = field(default=None, repr=False, compare=False)
+    """Told of the meter and its row's status once its row is written (metrics)."""
+
+    def first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
 
     def to_record(self, status: str, error_code: str | None = None) -> UsageRecord:
         ended = datetime.now(UTC)

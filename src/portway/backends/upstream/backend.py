@@ -81,6 +81,8 @@ class UpstreamBackend(RelayBackend):
         self._session: aiohttp.ClientSession | None = None
         self._own_session: aiohttp.ClientSession | None = None
         self._attached = False
+        self.retries = 0
+        """Attempts repeated after a failure, since the start."""
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # the relay times the rest itself: first byte, idle gap, deadline
             connect=self.timeouts.connect,
@@ -156,6 +158,7 @@ class UpstreamBackend(RelayBackend):
                     wait = self.retry.wait_before(tries, exc.retry_after, until - loop.time())
                 if wait is None:
                     raise
+            self.retries += 1  # read by the metrics
             await asyncio.sleep(wait)
 
     def health(self) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ class Endpoint:
     ejected_until: float = 0.0
     requests: int = 0
     failures: int = 0
+    ejections: int = 0
 
 
 class NoEndpointAvailable(Exception):
@@ -105,6 +106,7 @@ class EndpointPool:
             endpoint.consecutive_failures += 1
             if endpoint.consecutive_failures >= self.eject_after:
                 endpoint.ejected_until = self._clock() + self.eject_seconds
+                endpoint.ejections += 1
                 log.warning(
                     "upstream endpoint %s ejected for %.0fs after %d failures in a row",
                     display_url(endpoint.url),

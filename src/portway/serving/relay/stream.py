@@ -70,6 +70,7 @@ async def open_stream(
                 opened.head = call.endpoint.stream_end(state)
                 break
             opened.head = _relay(call, opened, piece)
+        call.meter.first_token()  # the upstream's first event: as near as a relay sees
         outcome = Outcome.OK
         return opened
     except MalformedStream as exc:  # nothing was sent yet: worth another attempt
