@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,7 +14,8 @@ import click
 
 from portway import cli_tokens
 from portway.auth.issue import ScopeError, issue_token
-from portway.cli_limits import connection_options, http_protocol
+from portway.cli_limits import connection_options
+from portway.cli_serve import cluster_options
 from portway.private import private_dir
 from portway.settings import Settings, clean_public_url
 from portway.store import Store
@@ -77,31 +77,15 @@ def main() -> None:
     "[default: http://HOST:PORT; env PORTWAY_PUBLIC_URL].",
 )
 @connection_options
+@cluster_options
 def serve(host: str, port: int, grace: float, **options: Any) -> None:
     """Serve the API (SIGTERM or SIGINT: finish in-flight requests, then exit 0)."""
-    import uvicorn
-
-    from portway import logs
-    from portway.app import create_app
+    from portway import cli_serve, logs, workers
 
     settings = _settings(host=host, port=port, grace_seconds=grace, **options)
     logs.configure()
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(grace),
-        lifespan="on",
-        http=http_protocol(settings),
-    )
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the signal it stopped on; a no-op handler lets us exit 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    server.run()
-    sys.exit(0 if server.started else 1)
+    cli_serve.check_cluster(settings)
+    sys.exit(workers.serve(settings))
 
 
 @main.group()

@@ -51,6 +51,9 @@ class Settings:
     """Shared limits and token revocation across processes and hosts (``--redis-url``)."""
     nats_url: str | None = None
     """Runners and events across processes and hosts (``--nats-url``)."""
+    cluster_name: str = "portway"
+    """Prefix of this cluster's Redis keys and NATS subjects (``--cluster-name``), so
+    that several clusters (or test runs) can share one Redis and one NATS."""
     metrics_address: str | None = None
     """``HOST:PORT`` serving ``/metrics`` without a token (``--metrics-address``);
     without it ``/metrics`` is on the API port, behind an admin token."""
@@ -88,5 +91,7 @@ class Settings:
             values["redis_url"] = redis_url
         if nats_url := os.environ.get("PORTWAY_NATS_URL"):
             values["nats_url"] = nats_url
+        if cluster_name := os.environ.get("PORTWAY_CLUSTER_NAME"):
+            values["cluster_name"] = cluster_name
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from pydantic import Field
 from portway.api.deps import parse_body, principal, services
 from portway.auth.issue import ScopeError, check_scopes, issue_token
 from portway.auth.principal import Principal
+from portway.cluster.revocation import announce_revocation
 from portway.errors import InvalidRequest, NotFound, PermissionDenied
 from portway.protocol.base import RequestModel
 from portway.store import Store, TokenInfo, User
@@ -184,6 +185,7 @@ async def revoke_token(token_id: str, request: Request) -> dict[str, Any]:
         raise NotFound(f"No token with id '{token_id}'.", param="token_id")
     await store.revoke_token(token_id)
     services(request).authenticator.forget(info.token_hash)
+    await announce_revocation(request.app.state.cluster, info.token_hash)  # every process
     revoked = await store.get_token(token_id)
     return token_json(revoked or info)
 
