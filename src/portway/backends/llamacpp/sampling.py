@@ -1,9 +1,11 @@
 """The sampling side of a llama.cpp generation: seeds, ``Llama.generate``'s
-sampler settings, logit bias and grammar masks, and top logprobs."""
+sampler settings, logit bias and grammar masks, and top logprobs.
+
+``llama_seed`` and ``top_ids`` live in ``seq_sampling`` (the batched engine's
+sampler) and are re-exported here for the one-request worker."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,17 +13,16 @@ import llama_cpp
 import numpy as np
 
 from portway.backends.base import SamplingParams
+from portway.backends.llamacpp.seq_sampling import llama_seed, top_ids
 from portway.constrain.runtime import GrammarMask
 
-_SEED_MODULUS = 0xFFFFFFFF
-"""llama.cpp seeds are uint32 and 0xFFFFFFFF means "random": seeds are taken modulo this."""
-
-
-def llama_seed(seed: int | None) -> int:
-    """The llama.cpp seed for a request: a fresh random one when ``seed`` is None."""
-    if seed is None:
-        return secrets.randbelow(_SEED_MODULUS)
-    return seed % _SEED_MODULUS
+__all__ = [
+    "free_sampler",
+    "llama_seed",
+    "logits_processors",
+    "sampler_settings",
+    "top_ids",
+]
 
 
 def sampler_settings(sampling: SamplingParams) -> dict[str, Any]:
@@ -74,13 +75,3 @@ def _logit_bias(bias: Mapping[int, float]) -> Callable[[Any, Any], Any] | None:
         return scores
 
     return add_bias
-
-
-def top_ids(logprobs: Any, count: int) -> list[int]:
-    """Ids of the ``count`` most likely tokens, most likely first (ties: lower id)."""
-    count = min(count, len(logprobs))
-    if count <= 0:
-        return []
-    candidates = np.argpartition(-logprobs, count - 1)[:count]
-    order = np.lexsort((candidates, -logprobs[candidates]))
-    return [int(i) for i in candidates[order]]
