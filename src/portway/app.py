@@ -21,6 +21,9 @@ from portway.cluster import open_cluster
 from portway.cluster.revocation import share_revocations
 from portway.console import pages as console_pages
 from portway.malloc_tuning import MemoryTrimmer
+from portway.metrics import Metrics
+from portway.metrics import http as metrics_http
+from portway.metrics.lifecycle import metrics_running
 from portway.middleware import BodyLimit, RequestLog
 from portway.private import private_dir
 from portway.registry import catalog
@@ -88,6 +91,7 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
             images=ImageService(registry, recorder, media_store),
             media=media_store,
             relay=relay,
+            on_usage=app.state.metrics.usage_ended,
         )
         await share_revocations(app.state.cluster, app.state.services.authenticator)
         log.info("serving %d models at %s/v1", len(registry.entries()), settings.public_base_url)
@@ -95,7 +99,8 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
         trimmer = MemoryTrimmer()
         trimmer.start()
         try:
-            yield
+            async with metrics_running(app.state.metrics, settings, registry):
+                yield
         finally:
             await trimmer.stop()
             runner_hub.close()
@@ -125,6 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
+    direct = fast_routes(API_PREFIXES)
+    app.state.metrics = Metrics(settings.data_dir / "ledger", direct_routes=direct)
     errors.install(app)
     router = api_router()
     for prefix in API_PREFIXES:
@@ -134,8 +141,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(usage_api.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(media.router)
+    app.include_router(metrics_http.router)
     app.include_router(console_pages.router)  # last: its model URLs match widely
-    app.add_middleware(FastRoutes, routes=fast_routes(API_PREFIXES))
+    app.add_middleware(FastRoutes, routes=direct)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, metrics=app.state.metrics)
     return app
