@@ -19,6 +19,7 @@ from portway.bootstrap import ensure_first_admin
 from portway.builders import build_registry
 from portway.cluster import open_cluster
 from portway.cluster.revocation import share_revocations
+from portway.cluster.runners import shared_runners
 from portway.console import pages as console_pages
 from portway.malloc_tuning import MemoryTrimmer
 from portway.metrics import Metrics
@@ -99,7 +100,10 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
         trimmer = MemoryTrimmer()
         trimmer.start()
         try:
-            async with metrics_running(app.state.metrics, settings, registry):
+            async with (
+                metrics_running(app.state.metrics, settings, registry),
+                shared_runners(app.state.cluster, runner_hub, settings.grace_seconds),
+            ):
                 yield
         finally:
             await trimmer.stop()

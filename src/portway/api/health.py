@@ -25,7 +25,10 @@ async def health(request: Request) -> dict[str, Any]:
             return body
         who.require_scope("admin")
         body["models"] = [_detail(entry) for entry in services(request).registry.entries()]
-        body["runners"] = request.app.state.runner_hub.health()
+        hub = request.app.state.runner_hub
+        if hub.process is not None:  # one of a cluster's processes: every runner names its own
+            body["process"] = hub.process
+        body["runners"] = hub.health()
     return body
 
 

@@ -17,7 +17,7 @@ from portway.backends.base import (
 from portway.backends.tokens import estimate_tokens
 from portway.errors import BadGateway
 from portway.registry.runner_spec import RunnerTimeouts
-from portway.runners.errors import RunnerGone, RunnerLost, RunnerTimeout, from_frame
+from portway.runners.errors import RunnerGone, RunnerLost, RunnerTimeout
 from portway.runners.link import Call, Event, RunnerLink
 from portway.runners.pool import MAX_QUEUE, RunnerPool
 from portway.runners.wire import ErrorFrame, ModelInfo, ResultFrame
@@ -87,7 +87,7 @@ class RunnerBackend(AttachableBackend):
                 call.done = True
                 if isinstance(event, ErrorFrame):
                     link.failed += 1
-                    raise from_frame(event)
+                    raise link.error(event)
                 if not isinstance(event, ResultFrame):
                     raise BadGateway(f"The runner of '{self.reference}' answered with a delta.")
                 link.served += 1
@@ -143,7 +143,7 @@ class RunnerChatBackend(RunnerBackend, ChatBackend):
             if isinstance(event, ErrorFrame):
                 call.done = True
                 link.failed += 1
-                raise from_frame(event)
+                raise link.error(event)
             if isinstance(event, ResultFrame):
                 call.done = True
                 raise BadGateway(f"The runner of '{self.reference}' answered with a result.")

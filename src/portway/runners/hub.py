@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast, get_args
+from collections.abc import Callable
+from typing import Any, Literal, cast, get_args
 
 from portway.auth.principal import Principal
 from portway.backends.base import Kind
@@ -15,10 +16,12 @@ from portway.registry.runner_spec import RunnerTimeouts
 from portway.runners.backend import RunnerBackend
 from portway.runners.kinds import runner_backend
 from portway.runners.link import RunnerLink
-from portway.runners.wire import Hello
+from portway.runners.wire import Hello, ModelInfo
 from portway.store import Store
 
 log = logging.getLogger("portway.runners")
+
+Visibility = Literal["public", "private"]
 
 
 class RunnerHub:
@@ -27,7 +30,13 @@ class RunnerHub:
     def __init__(self, registry: Registry, store: Store) -> None:
         self.registry = registry
         self.store = store
-        self.links: set[RunnerLink] = set()
+        self.links: dict[RunnerLink, ModelEntry] = {}
+        """Runners attached to this process, and the version each serves."""
+        self.draining: set[RunnerLink] = set()
+        self.process: str | None = None
+        """This process's name in ``/health`` when runners are shared with others."""
+        self.listeners: list[Callable[[], None]] = []
+        """Called when a runner attaches, drains or detaches here."""
 
     async def attach(self, principal: Principal, hello: Hello) -> tuple[RunnerLink, ModelEntry]:
         """Check who may attach what, record the version, and attach a new link.
@@ -51,8 +60,26 @@ class RunnerHub:
         if declared is not None and declared.kind != info.kind:
             raise RunnerConflict(f"The catalogue declares '{ref}' as a {declared.kind} model.")
         visibility = declared.visibility if declared else hello.visibility
+        entry = await self.version_entry(info, visibility)
+        await self.store.remember_runner_model(str(ref), info.kind, visibility)
+        link = RunnerLink(hello.runner or "runner", info, hello.concurrency, principal.user.name)
+        assert isinstance(entry.backend, RunnerBackend)
+        entry.backend.add(link)
+        self.links[link] = entry
+        log.info("runner %s attached to %s version %s", link.name, ref, info.version)
+        self._changed()
+        return link, entry
+
+    async def version_entry(self, info: ModelInfo, visibility: Visibility) -> ModelEntry:
+        """The registry entry of the version ``info`` describes (``info.reference``
+        names its owner), recorded and made resolvable if new.
+
+        Raises RunnerConflict if the version is attached with another description.
+        """
+        ref = refs.parse(info.reference).ref
         entry = self.registry.runner_version(ref, info.version)
         if entry is None:
+            declared = self.registry.declared_runner(ref)
             registered = await self.store.register_model_version(str(ref), info.version)
             new = ModelEntry(
                 ref=ref,
@@ -70,12 +97,7 @@ class RunnerHub:
                 f"Version {info.version} of '{ref}' is attached with another configuration."
             )
         entry.visibility = visibility  # the latest runner's choice
-        await self.store.remember_runner_model(str(ref), info.kind, visibility)
-        link = RunnerLink(hello.runner or "runner", info, hello.concurrency, principal.user.name)
-        backend.add(link)
-        self.links.add(link)
-        log.info("runner %s attached to %s version %s", link.name, ref, info.version)
-        return link, entry
+        return entry
 
     async def restore(self) -> None:
         """Runner models of earlier runs: until a runner of theirs attaches again,
@@ -91,18 +113,27 @@ class RunnerHub:
         """The runner is stopping: no new requests go to it; its calls go on."""
         if isinstance(entry.backend, RunnerBackend):
             entry.backend.remove(link)
+        if link in self.links:
+            self.draining.add(link)
         log.info("runner %s of %s is draining", link.name, entry.ref)
+        self._changed()
 
     def detach(self, link: RunnerLink, entry: ModelEntry) -> None:
         """The runner left: its started calls fail, the others move to other runners."""
         if link not in self.links:
             return
-        self.links.discard(link)
+        del self.links[link]
+        self.draining.discard(link)
         link.lose()
         backend = entry.backend
         if isinstance(backend, RunnerBackend):
             backend.remove(link)
         log.info("runner %s detached from %s version %s", link.name, entry.ref, entry.version_id)
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def close(self) -> None:
         """Server shutdown: stop writing to every runner (their connections close)."""
@@ -114,9 +145,11 @@ class RunnerHub:
         found = []
         for entry in self.registry.runner_entries():
             if isinstance(entry.backend, RunnerBackend):
-                found.append(
-                    {"id": entry.name, "version": entry.version_id, **entry.backend.health()}
-                )
+                detail = entry.backend.health()
+                if self.process is not None:  # a runner of another process names its own
+                    for runner in detail["runners"]:
+                        runner.setdefault("process", self.process)
+                found.append({"id": entry.name, "version": entry.version_id, **detail})
         return found
 
 

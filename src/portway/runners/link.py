@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from portway.errors import PortwayError
 from portway.runners import wire
-from portway.runners.wire import Answer, ModelInfo
+from portway.runners.errors import from_frame
+from portway.runners.wire import Answer, ErrorFrame, ModelInfo
 
 Event = Answer | None
 """What a call receives; None: the runner went away."""
@@ -47,6 +49,12 @@ class RunnerLink:
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._ids = itertools.count(1)
 
+    @property
+    def load(self) -> int:
+        """Calls the runner is running, as the pool compares runners (fewest first);
+        a runner of another process counts that process's calls too."""
+        return self.in_flight
+
     def open(self, kind: str, payload: dict[str, Any]) -> Call:
         """Send a ``kind`` frame (``chat``, ``embed``, ...) with ``payload``; the
         runner's answers arrive in the call's events."""
@@ -54,6 +62,10 @@ class RunnerLink:
         self.calls[call.id] = call
         self._outbox.put_nowait(wire.call_frame(kind, call.id, payload))
         return call
+
+    def error(self, frame: ErrorFrame) -> PortwayError:
+        """The client's error for the runner's ``error`` frame."""
+        return from_frame(frame)
 
     def finish(self, call: Call) -> None:
         """Forget ``call``; if it had not ended, ask the runner to stop it."""
