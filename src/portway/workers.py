@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from portway import logs
 from portway.settings import Settings
@@ -67,12 +68,38 @@ def serve(settings: Settings) -> int:
     config = ServerConfig(settings)
     if settings.workers == 1:
         return _serve_alone(config)
-    from uvicorn.supervisors import Multiprocess
+    from portway.metrics.multiprocess import cleanup_multiprocess, prepare_multiprocess
 
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    metrics_dir = prepare_multiprocess()  # before the workers start: they inherit it
+    try:
+        supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    finally:
+        cleanup_multiprocess(metrics_dir)
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return 1 if failed else 0
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, telling the metrics when a worker has gone."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            _worker_gone(pid)
+
+    def join_all(self) -> None:
+        super().join_all()
+        for process in self.processes:
+            _worker_gone(process.pid)
+
+
+def _worker_gone(pid: int | None) -> None:
+    from portway.metrics.multiprocess import worker_exited
+
+    if pid is not None:
+        worker_exited(pid)
 
 
 def _serve_alone(config: ServerConfig) -> int:

@@ -115,6 +115,7 @@ class SharedCluster(Cluster):
                 log.exception("event handler for %s failed", topic)
 
         await self.nats.subscribe(self.subject("events", topic), cb=deliver)
+        await self.nats.flush()  # the server has the subscription when this returns
 
     async def close(self) -> None:
         try:
