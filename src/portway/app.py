@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     direct = fast_routes(API_PREFIXES)
-    app.state.metrics = Metrics(settings.data_dir / "ledger", direct_routes=direct)
+    app.state.metrics = Metrics(settings.data_dir / "ledger", direct, API_PREFIXES)
     errors.install(app)
     router = api_router()
     for prefix in API_PREFIXES:

@@ -9,10 +9,9 @@ import logging
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from portway.api.deps import principal
-from portway.metrics.service import Metrics
+from portway.metrics.service import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("portway.metrics")
 
@@ -27,7 +26,7 @@ async def metrics(request: Request) -> Response:
     who = await principal(request)
     who.require_scope("admin")
     found: Metrics = request.app.state.metrics
-    return Response(found.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(found.render(), media_type=CONTENT_TYPE)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -61,7 +60,7 @@ def answer(request_line: bytes, render: Callable[[], bytes]) -> bytes:
         return _answer("404 Not Found", b"not found: try /metrics\n")
     if method not in (b"GET", b"HEAD"):
         return _answer("405 Method Not Allowed", b"method not allowed\n")
-    response = _answer("200 OK", render(), CONTENT_TYPE_LATEST)
+    response = _answer("200 OK", render(), CONTENT_TYPE)
     return response.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if method == b"HEAD" else response
 
 

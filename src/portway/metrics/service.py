@@ -24,16 +24,24 @@ from portway.serving.usage import Meter
 
 log = logging.getLogger("portway.metrics")
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Prometheus's text format, as every Prometheus version reads it (the names
+here need none of the newer format's escaping)."""
 REFRESH_SECONDS = 1.0
 """How often each process copies its sampled numbers to the shared files
 (multiprocess mode only; a single process reads them at each scrape)."""
 
 
 class Metrics:
-    """The app's metrics. ``direct_routes``: paths answered without the router
-    (their own ``route`` label); ``journal_dir``: the usage ledger's journal."""
+    """The app's metrics. ``journal_dir``: the usage ledger's journal;
+    ``direct_routes`` and ``api_prefixes``: see :class:`RouteLabels`."""
 
-    def __init__(self, journal_dir: Path, direct_routes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        journal_dir: Path,
+        direct_routes: Iterable[str] = (),
+        api_prefixes: Iterable[str] = (),
+    ) -> None:
         shared = multiprocess_dir()
         self.multiprocess = shared is not None
         own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
@@ -42,7 +50,7 @@ class Metrics:
         if shared is not None:
             MultiProcessCollector(self.exposition, path=str(shared))  # type: ignore[no-untyped-call]
         self.exposition.register(LedgerLag(journal_dir))
-        self.route_label = RouteLabels(direct_routes)
+        self.route_label = RouteLabels(direct_routes, api_prefixes)
         self._requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._usage: dict[str, tuple[Counter, Counter, Histogram]] = {}
         self._sampler: Sampler | None = None

@@ -31,7 +31,7 @@ NAMES = {
 
 @pytest.fixture
 def metrics(tmp_path: Path) -> Metrics:
-    return Metrics(tmp_path / "ledger", direct_routes=["/v1/chat/completions"])
+    return Metrics(tmp_path / "ledger", ["/v1/chat/completions"], ["/v1"])
 
 
 def scope(path: str) -> dict[str, object]:
@@ -59,7 +59,7 @@ def test_requests_are_counted_by_model_route_and_status(metrics: Metrics) -> Non
     metrics.request_done("a/b/models/c", scope("/v1/chat/completions"), 200, 0.02)
     metrics.request_done("a/b/models/c", scope("/v1/chat/completions"), 200, 0.5)
     metrics.request_done("", scope("/nowhere/at/all"), 404, 0.001)
-    chat = {"model": "a/b/models/c", "route": "/v1/chat/completions"}
+    chat = {"model": "a/b/models/c", "route": "/chat/completions"}
     assert value(metrics, "portway_requests_total", **chat, status="200") == 2
     assert value(metrics, "portway_requests_total", model="", route="other", status="404") == 1
     assert value(metrics, "portway_request_duration_seconds_count", **chat) == 2

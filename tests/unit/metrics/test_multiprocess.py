@@ -18,7 +18,7 @@ from pathlib import Path
 from portway.metrics import Metrics, cleanup_multiprocess, prepare_multiprocess, worker_exited
 
 def worker(depth):
-    metrics = Metrics(Path(sys.argv[1]), ["/v1/chat/completions"])
+    metrics = Metrics(Path(sys.argv[1]), ["/v1/chat/completions"], ["/v1"])
     metrics.request_done("m", {"path": "/v1/chat/completions"}, 200, 0.01)
     metrics.definitions.queue_depth.labels("m").set(depth)
 
@@ -46,7 +46,7 @@ def test_workers_values_are_summed_and_dead_workers_gauges_dropped(tmp_path: Pat
         check=True,
     )
     found = parsed(done.stdout)
-    chat = {"model": "m", "route": "/v1/chat/completions"}
+    chat = {"model": "m", "route": "/chat/completions"}
     assert value_in(found, "portway_requests_total", **chat, status="200") == 2
     assert value_in(found, "portway_request_duration_seconds_count", **chat) == 2
     assert value_in(found, "portway_queue_depth", model="m") == 3
