@@ -21,6 +21,7 @@ from portway.cluster import open_cluster
 from portway.cluster.revocation import share_revocations
 from portway.cluster.runners import shared_runners
 from portway.console import pages as console_pages
+from portway.limits.limiter import Limiter, enforcer_for
 from portway.malloc_tuning import MemoryTrimmer
 from portway.metrics import Metrics
 from portway.metrics import http as metrics_http
@@ -83,6 +84,8 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
         runner_hub = RunnerHub(registry, store)
         await runner_hub.restore()
         app.state.runner_hub = runner_hub
+        prefix = settings.cluster_name + ":limits:"
+        limiter = Limiter(store, enforcer_for(settings.redis_url, prefix))
         app.state.services = deps.Services(
             settings=settings,
             authenticator=Authenticator(store),
@@ -93,6 +96,7 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
             media=media_store,
             relay=relay,
             on_usage=app.state.metrics.usage_ended,
+            limiter=limiter,
         )
         await share_revocations(app.state.cluster, app.state.services.authenticator)
         log.info("serving %d models at %s/v1", len(registry.entries()), settings.public_base_url)
@@ -107,6 +111,7 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
                 yield
         finally:
             await trimmer.stop()
+            await limiter.close()
             runner_hub.close()
             await media_store.stop()
             await recorder.stop()

@@ -333,3 +333,8 @@ main.add_command(_runner)
 from portway.cli_model import model as _model  # noqa: E402
 
 main.add_command(_model)
+
+
+from portway.cli_quota import limits as _limits  # noqa: E402
+
+main.add_command(_limits)

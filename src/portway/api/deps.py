@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from portway.api.standard_json import holds_non_finite, non_finite_error
 from portway.auth.principal import Authenticator, Principal
 from portway.errors import InvalidRequest
+from portway.limits.limiter import Limiter
 from portway.registry.models import Registry
 from portway.serving.chat import ChatService
 from portway.serving.context import RequestContext
@@ -40,6 +41,8 @@ class Services:
     relay: RelayService
     on_usage: Callable[[Meter, str], None] | None = None
     """Told of each request's usage once its ledger row is written (metrics)."""
+    limiter: Limiter | None = None
+    """Limits per token and per user (``portway limits``), around every model request."""
 
 
 def services(request: Request) -> Services:

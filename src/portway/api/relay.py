@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, Protocol, Self, TypeVar
 
 from fastapi import Request
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from portway.api.deps import services
 from portway.api.disconnect import cancel_on_disconnect
 from portway.backends.base import RelayBackend
+from portway.limits.guard import under_limits
 from portway.registry.models import ModelEntry
 from portway.serving.context import RequestContext
 from portway.serving.relay.endpoints import RelayEndpoint
@@ -54,7 +56,19 @@ LocalServe = Callable[[ModelEntry], Awaitable[Response]]
 async def serve_or_relay(
     request: Request, ctx: RequestContext, body: B, endpoint: RelayEndpoint, serve: Serve[B]
 ) -> Response:
-    """Resolve ``body.model`` once; serve it locally with ``serve`` or relay it upstream."""
+    """Resolve ``body.model`` once; serve it locally with ``serve`` or relay it
+    upstream; within the principal's limits (the one place they are enforced)."""
+    limiter = services(request).limiter
+    if limiter is None:
+        return await _serve_or_relay(request, ctx, body, endpoint, serve)
+    size = len(await request.body())
+    work = partial(_serve_or_relay, request, ctx, body, endpoint, serve)
+    return await under_limits(limiter, ctx, size, body, work)
+
+
+async def _serve_or_relay(
+    request: Request, ctx: RequestContext, body: B, endpoint: RelayEndpoint, serve: Serve[B]
+) -> Response:
     entry = services(request).registry.resolve(body.model, ctx.principal)
     if not isinstance(entry.backend, RelayBackend):
         return await serve(request, ctx, body, entry)

@@ -35,7 +35,9 @@ async def test_a_local_model_is_resolved_once_per_request() -> None:
     counting = Counting(registry((MODEL, ScriptedBackend(["hi"]))))
     chat = ChatService(counting, Ledger())  # type: ignore[arg-type]
     request: Any = SimpleNamespace(
-        app=SimpleNamespace(state=SimpleNamespace(services=SimpleNamespace(registry=counting)))
+        app=SimpleNamespace(
+            state=SimpleNamespace(services=SimpleNamespace(registry=counting, limiter=None))
+        )
     )
     ctx = context("chat.completions")
     body = ChatCompletionRequest.model_validate(
