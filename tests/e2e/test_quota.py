@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -108,7 +109,42 @@ def test_a_budget_refuses_the_next_request_and_lifting_it_applies(server: Server
             assert time.monotonic() < deadline, "lifting the budget never applied"
             time.sleep(0.25)
     listed = server.cli("limits", "list").stdout
-    assert "user bea\t" in listed and "user tom\t" in listed
+    assert "user bea\trpm=-\ttpm=-\tconcurrent=-\tdaily-tokens=-\tmonthly-tokens=-" in listed
+
+
+def _usage(server: Server, token: str, query: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.get(f"{server.base_url}/v1/usage?{query}", headers=headers, timeout=30)
+
+
+def test_usage_read_back_matches_the_command(server: Server) -> None:
+    token = server.token("uma")
+    client = client_of(server, token)
+    for _ in range(2):
+        client.chat.completions.create(model=SCRIPTED, messages=HELLO, max_tokens=3)
+    deadline = time.monotonic() + 20
+    while True:  # the ledger reaches the database within a second
+        lines = server.cli("usage").stdout.strip().splitlines()[1:]
+        rows = {tuple(line.split("\t")[:2]): line.split("\t")[2:] for line in lines}
+        if rows.get(("uma", SCRIPTED), ["0"])[0] == "2":
+            break
+        assert time.monotonic() < deadline, "usage never reached the database"
+        time.sleep(0.2)
+    everyone = _usage(server, server.admin_token, "group_by=user,model&start_time=0").json()
+    api = {
+        (row["user"], row["model"]): [
+            str(row[name]) for name in ("requests", "prompt_tokens", "completion_tokens")
+        ]
+        for row in everyone["data"]
+    }
+    assert api == rows
+    own = _usage(server, token, f"group_by=model,day&model={SCRIPTED}").json()
+    assert [(row["model"], row["requests"]) for row in own["data"]] == [(SCRIPTED, 2)]
+    assert _usage(server, token, "model=nothing/such/models/one").json()["data"] == []
+    assert _usage(server, token, "start_time=0&end_time=1").json()["data"] == []
+    assert _usage(server, token, "user=admin").status_code == 403
+    refused = _usage(server, token, "start_time=5&days=2")
+    assert (refused.status_code, refused.json()["error"]["param"]) == (400, "start_time")
 
 
 # ------------------------------------------------------------------ two processes

@@ -3,12 +3,15 @@
 A token sees its own user's usage; one with the ``admin`` scope sees everyone's
 (or one user's with ``?user=``). ``group_by`` names any of ``day``, ``model`` and
 ``user`` (comma-separated, default ``day,model``); ``days`` (1 to 366, default 30)
-is how many UTC days back, today included.
+is how many UTC days back, today included, or ``start_time`` and ``end_time``
+(Unix seconds, as OpenAI's usage API takes them; end excluded) bound the requests'
+start instead; ``model`` keeps one model's.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +52,29 @@ def _days(text: str | None) -> int:
     return days
 
 
+def _time(query: Mapping[str, str], name: str) -> datetime | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    seconds = ascii_decimal(text, max_digits=11)
+    if seconds is None:
+        raise InvalidRequest(f"Invalid value for '{name}': Unix seconds.", param=name)
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _range(query: Mapping[str, str]) -> tuple[datetime, datetime | None]:
+    """From ``start_time`` (or ``days`` back from today) to ``end_time`` (or now)."""
+    start, end = _time(query, "start_time"), _time(query, "end_time")
+    if start is not None and query.get("days") is not None:
+        raise InvalidRequest("Give 'days' or 'start_time', not both.", param="start_time")
+    if start is None:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = today - timedelta(days=_days(query.get("days")) - 1)
+    if end is not None and end <= start:
+        raise InvalidRequest("'end_time' must be after the start.", param="end_time")
+    return start, end
+
+
 def _whose(who: Principal, user: str | None) -> str | None:
     """The user whose usage is read; None: everyone (admin scope only)."""
     if who.is_admin:
@@ -87,16 +113,18 @@ async def usage(request: Request) -> dict[str, Any]:
     who = await principal(request)
     query = request.query_params
     group_by = _group_by(query.get("group_by"))
-    days = _days(query.get("days"))
+    since, until = _range(query)
     user = _whose(who, query.get("user"))
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    since = today - timedelta(days=days - 1)
+    model = query.get("model")
     store: Store = request.app.state.store
-    rows = await store.usage_by_day(since, user)
+    rows = await store.usage_by_day(since, user, until=until, model=model)
     return {
         "object": "list",
         "group_by": list(group_by),
         "since": since.date().isoformat(),
+        "start_time": int(since.timestamp()),
+        "end_time": None if until is None else int(until.timestamp()),
         "user": user,
+        "model": model,
         "data": summarise(rows, group_by),
     }

@@ -151,10 +151,19 @@ class UsageLedger(Database):
         ]
         return sorted(summaries, key=lambda s: (s.user, s.model))
 
-    async def usage_by_day(self, since: datetime, user_name: str | None = None) -> list[DailyUsage]:
+    async def usage_by_day(
+        self,
+        since: datetime,
+        user_name: str | None = None,
+        *,
+        until: datetime | None = None,
+        model: str | None = None,
+    ) -> list[DailyUsage]:
         """Totals per (UTC day, user, model) of requests started at or after
-        ``since``, for everyone or for ``user_name``, by day, user, model."""
+        ``since`` (and before ``until``), for everyone or for ``user_name``, of
+        every model or of ``model``, by day, user, model."""
         require_aware(since, "since")
+        require_aware(until, "until")
         day = self._day(usage_records.c.started_at).label("day")
         stmt = (
             select(
@@ -171,6 +180,10 @@ class UsageLedger(Database):
         )
         if user_name is not None:
             stmt = stmt.where(users.c.name == user_name)
+        if until is not None:
+            stmt = stmt.where(usage_records.c.started_at < until)
+        if model is not None:
+            stmt = stmt.where(usage_records.c.model == model)
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         found = [
