@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from portway.errors import InvalidRequest
@@ -108,6 +108,8 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
     """``response_format`` as the client sent it, when it asks for JSON."""
+    user: str = ""
+    """Who asks (a user or token id): backends that queue admit users fairly."""
 
 
 @dataclass(frozen=True)
@@ -218,9 +220,28 @@ class ChatBackend(ModelBackend):
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Stream one completion. Closing the iterator cancels the work."""
 
+    async def generate_choices(
+        self, request: GenerationRequest, n: int
+    ) -> list[AsyncIterator[Delta]]:
+        """``n`` completions of ``request``; choice ``i`` samples with ``seed + i``.
+
+        Each stream is as ``generate``'s; close every one. Here: ``n`` calls of
+        ``generate`` (each raises its errors at its first item); a backend may
+        share the prompt's evaluation between them and raise before returning.
+        """
+        return [self.generate(choice_request(request, index)) for index in range(n)]
+
     @abc.abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of ``text``."""
+
+
+def choice_request(request: GenerationRequest, index: int) -> GenerationRequest:
+    """The request of choice ``index``: its seed is ``seed + index``."""
+    seed = request.sampling.seed
+    if seed is None or not index:
+        return request
+    return replace(request, sampling=replace(request.sampling, seed=seed + index))
 
 
 class EmbeddingBackend(ModelBackend):

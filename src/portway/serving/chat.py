@@ -142,6 +142,7 @@ class ChatService:
             tool_name=tool_use.name,
             parallel_tool_calls=tool_use.parallel,
             response_format=chat_request.json_response_format(request),
+            user=fair_share_key(ctx),
         )
         meter = ctx.meter(request.user or request.safety_identifier)
         meter.model, meter.version_id = entry.name, entry.version_id
@@ -181,29 +182,28 @@ class ChatService:
             usage=assembled.usage or run.usage(),
         ).model_dump(mode="json")
 
-    def _generate(self, run: ChatRun, index: int) -> AsyncIterator[Delta]:
-        sampling = run.generation.sampling
-        if sampling.seed is not None and index:
-            sampling = replace(sampling, seed=sampling.seed + index)
-        return run.backend.generate(replace(run.generation, sampling=sampling))
-
     async def _chunks(self, ctx: RequestContext, run: ChatRun) -> AsyncIterator[dict[str, Any]]:
-        first = self._generate(run, 0)
-        prime = await anext(first)
-        run.meter.prompt_tokens = prime.prompt_tokens or 0
+        """The choices run together (a backend may share their prompt's evaluation);
+        their chunks go out one choice after the other."""
+        choices = await run.backend.generate_choices(run.generation, run.choices)
+        try:
+            prime = await anext(choices[0])
+            run.meter.prompt_tokens = prime.prompt_tokens or 0
+        except BaseException:
+            await _close_all(choices)
+            raise
         try:
             with ledger_row(self.recorder, run.meter, ctx):
-                async for chunk in self._choice_chunks(run, 0, first):
+                async for chunk in self._choice_chunks(run, 0, choices[0]):
                     yield chunk
                 for index in range(1, run.choices):
-                    deltas = self._generate(run, index)
-                    await anext(deltas)
-                    async for chunk in self._choice_chunks(run, index, deltas):
+                    await anext(choices[index])
+                    async for chunk in self._choice_chunks(run, index, choices[index]):
                         yield chunk
                 if run.include_usage:
                     yield run.chunk([], run.usage())
         finally:
-            await aclose(first)
+            await _close_all(choices)
 
     async def _choice_chunks(
         self, run: ChatRun, index: int, deltas: AsyncIterator[Delta]
@@ -244,3 +244,13 @@ class ChatService:
         finally:
             run.reasoning_tokens += output.reasoning_tokens
             await aclose(deltas)
+
+
+def fair_share_key(ctx: RequestContext) -> str:
+    """Whom a request counts for when a model admits requests fairly: its user."""
+    return f"user:{ctx.principal.user.id}"
+
+
+async def _close_all(streams: list[AsyncIterator[Delta]]) -> None:
+    for stream in streams:
+        await aclose(stream)

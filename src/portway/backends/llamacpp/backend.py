@@ -1,17 +1,25 @@
-"""Runs GGUF models in-process with llama-cpp-python.
+"""Runs GGUF models in-process with llama-cpp-python, many requests at once.
 
-One ``llama_cpp.Llama`` per backend, one generation at a time on it. The blocking
-llama.cpp loop runs on a dedicated worker thread and hands ``Delta``s back to the
-event loop through an ``asyncio.Queue``.
+One model load and one llama.cpp context with ``parallel`` sequence slots per
+backend; the ``engine`` thread batches every running generation into one decode
+per step (continuous batching: requests join and leave between steps), reuses a
+slot's cached prompt prefix, and admits waiting requests fairly across users
+(``GenerationRequest.user``). At most ``max_queue`` requests wait beyond the free
+slots; more are refused with ``Overloaded`` (503 with ``Retry-After``).
 
-Sampling is llama-cpp-python's own (``Llama.generate``, whose sampler chain is
-logit bias → presence/frequency penalties → top-p → temperature → seeded draw, or
-greedy at temperature 0; as in llama.cpp, top-p is applied before temperature).
-The seed is set per request with ``Llama.set_seed`` before the chain is built, so
-the same seed and request give the same tokens; no seed draws a random one.
-Prompts that share a prefix with the previous one reuse its KV cache
-(``Llama.generate`` does that). Once started, the prompt's evaluation cannot be
-interrupted; cancellation is checked before every generated token.
+``context_length`` is per slot: each request may use that many tokens (prompt and
+completion); the context holds ``parallel`` times as many. ``default_max_tokens``
+bounds a completion whose request sets no ``max_tokens`` (else the rest of the
+context).
+
+Sampling is per sequence (``SequenceSampler``): logit bias → presence/frequency
+penalties → top-p → temperature → seeded draw, or greedy at temperature 0. The
+same seed and request give the same tokens when run alone; no seed draws a
+random one. llama.cpp is not batch-invariant: a sequence decoding alone and the
+same sequence decoding beside others go through different matrix kernels (one
+row or several), so greedy output can differ with the load after some tokens. A
+prompt's evaluation does not depend on the batch, unless weight repacking
+(``extra_buffer_types``) is on: its kernels take rows in blocks.
 
 Prompts: only the chat template's own markup becomes control tokens; a control
 token's text that a client wrote (``<end_of_turn>`` in a message, say) is tokenised
@@ -19,19 +27,17 @@ as plain text, so it cannot forge a turn (see ``control_text``).
 
 Constrained decoding (``GenerationRequest.constraint``): the grammar is compiled
 with llguidance for this model's tokenizer (built once, on the first constrained
-request) before the request waits for its turn, so a grammar that cannot be
-compiled fails before the first delta. A logits processor after the logit bias
-masks the tokens the grammar forbids; each sampled token advances the grammar,
-and the generation ends with ``stop`` as soon as the grammar allows nothing more
-(or the model ends its turn where the grammar may end), or with ``length`` when
-``max_tokens`` cuts it short.
+request) before the request is queued, so a grammar that cannot be compiled fails
+before the first delta. The sampler masks the tokens the grammar forbids; each
+sampled token advances the grammar, and the generation ends with ``stop`` as soon
+as the grammar allows nothing more (or the model ends its turn where the grammar
+may end), or with ``length`` when ``max_tokens`` cuts it short.
 
 Tool-call and reasoning markers that are control tokens (``[TOOL_CALLS]``,
 ``<|python_tag|>``...) are written out as text, since the parsers downstream read
 them; other control tokens are not.
 
-The worker thread's loop (token counts, logprobs) is in ``worker``; loading the
-GGUF in ``loading``.
+Tokens to deltas: ``worker``; loading the GGUF: ``loading``.
 """
 
 from __future__ import annotations
@@ -40,8 +46,15 @@ import asyncio
 import ctypes
 import logging
 import threading
-from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,20 +69,17 @@ from portway.backends.base import (
     Grammar,
     Message,
     ToolSpec,
+    choice_request,
 )
 from portway.backends.llamacpp.control_text import ControlTexts
+from portway.backends.llamacpp.engine import Engine, EngineModel, Job, QueueItem
 from portway.backends.llamacpp.loading import control_tokens, cpu_advertises_amx, load_llama
+from portway.backends.llamacpp.streams import JobStream, emitter
 from portway.backends.llamacpp.templates import ChatTemplate, template_for
-from portway.backends.llamacpp.worker import Job, LoadedModel, QueueItem, emitter, run
+from portway.backends.llamacpp.worker import OutputModel
 from portway.constrain.llamacpp import llama_tokenizer
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
-from portway.errors import (
-    BackendError,
-    ContextLengthExceeded,
-    InvalidRequest,
-    Overloaded,
-    PortwayError,
-)
+from portway.errors import BackendError, ContextLengthExceeded, InvalidRequest
 from portway.toolcalls import TOOL_CALL_MARKERS, family_from_template
 from portway.toolcalls.reasoning import REASONING_MARKERS, prompt_opens_think, reasoning_family
 
@@ -78,15 +88,24 @@ log = logging.getLogger(__name__)
 VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
 """Control tokens written out as text (see the module's docstring)."""
 
+DEFAULT_PARALLEL = 4
+"""Slots when none are configured: enough to batch a few users' streams on a CPU
+without a large KV cache (each slot holds ``context_length`` tokens)."""
+
 
 class LlamaCppBackend(ChatBackend):
     """A GGUF chat model run by llama.cpp on this machine.
 
+    ``n_ctx`` is the context of one slot; ``parallel`` slots run at once.
     ``chat_template`` overrides the prompt format (Jinja source or ``"gemma"``; see
-    ``template_for``). At most ``max_queue`` requests wait for the model; more are
-    refused with ``Overloaded``. ``extra_buffer_types`` (llama.cpp weight repacking /
-    AMX) defaults to off on CPUs advertising AMX, on elsewhere. ``model_name`` is
-    the name used in error messages (default: the file's stem).
+    ``template_for``). At most ``max_queue`` requests wait beyond the free slots;
+    more are refused with ``Overloaded``. ``default_max_tokens`` bounds completions
+    of requests without ``max_tokens``. ``extra_buffer_types`` (llama.cpp weight
+    repacking / AMX) defaults to off on CPUs advertising AMX, on elsewhere.
+    ``prefix_reuse`` lets a request reuse a slot's cached prompt prefix;
+    ``prefill_chunk`` bounds the prompt tokens one request evaluates per step
+    while others generate. ``n_gpu_layers`` offloads layers on a GPU build.
+    ``model_name`` is the name used in error messages (default: the file's stem).
     """
 
     capabilities = Capabilities(
@@ -109,6 +128,11 @@ class LlamaCppBackend(ChatBackend):
         max_queue: int = 32,
         extra_buffer_types: bool | None = None,
         model_name: str | None = None,
+        parallel: int | None = None,
+        default_max_tokens: int | None = None,
+        prefix_reuse: bool = True,
+        prefill_chunk: int | None = None,
+        n_gpu_layers: int = 0,
     ) -> None:
         self.model_path = model_path
         self.model_name = model_name or model_path.stem
@@ -119,12 +143,14 @@ class LlamaCppBackend(ChatBackend):
         self._extra_buffer_types = (
             not cpu_advertises_amx() if extra_buffer_types is None else extra_buffer_types
         )
+        self.parallel = parallel or DEFAULT_PARALLEL
+        self.default_max_tokens = default_max_tokens
+        self._prefix_reuse = prefix_reuse
+        self._prefill_chunk = prefill_chunk
+        self._n_gpu_layers = n_gpu_layers
         self._llama: Any = None
         self._template: ChatTemplate | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
-        self._turn = asyncio.Lock()
-        self._waiting = 0
-        self._active: Job | None = None
+        self._engine: Engine | None = None
         self._vocab: Any = None
         self._n_vocab = 0
         self._bos_text = ""
@@ -146,9 +172,11 @@ class LlamaCppBackend(ChatBackend):
             n_threads=self._n_threads,
             extra_buffer_types=self._extra_buffer_types,
             model_name=self.model_name,
+            parallel=self.parallel,
+            n_gpu_layers=self._n_gpu_layers,
         )
         self._llama = llama
-        self.context_length = int(llama.n_ctx())
+        self.context_length = int(llama.n_ctx()) // self.parallel
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = int(llama.n_vocab())
         self._marker_ids = frozenset(self._single_token_ids(VISIBLE_MARKERS))
@@ -164,6 +192,29 @@ class LlamaCppBackend(ChatBackend):
         )
         self._stop_token_ids = frozenset(self._single_token_ids(self._template.stop_strings))
         self._learn_output_format(self._template)
+        self._engine = self._new_engine()
+        self._engine.start()
+
+    def _new_engine(self) -> Engine:
+        model = EngineModel(
+            llama=self._loaded(),
+            n_vocab=self._n_vocab,
+            output=OutputModel(
+                stop_strings=self._loaded_template().stop_strings,
+                piece=self._piece,
+                is_end_token=self._is_end_token,
+            ),
+            token_fields=self._token_fields,
+        )
+        extra = {} if self._prefill_chunk is None else {"prefill_chunk": self._prefill_chunk}
+        return Engine(
+            model,
+            parallel=self.parallel,
+            max_queue=self._max_queue,
+            name=self.model_name,
+            prefix_reuse=self._prefix_reuse,
+            **extra,
+        )
 
     def _learn_output_format(self, template: ChatTemplate) -> None:
         """How this model writes tool calls and whether it reasons, from its template."""
@@ -176,15 +227,21 @@ class LlamaCppBackend(ChatBackend):
             self.capabilities = replace(self.capabilities, reasoning=True)
 
     async def close(self) -> None:
-        """Stops the running generation, then frees the model."""
-        if self._active is not None:
-            self._active.cancel.set()
-        async with self._turn:
-            llama, self._llama = self._llama, None
-            self._grammars = None
-            if llama is not None:
-                await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
-        self._executor.shutdown(wait=False)
+        """Ends every generation (with an error) and frees the model."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.stop)
+        llama, self._llama = self._llama, None
+        self._grammars = None
+        if llama is not None:
+            await asyncio.to_thread(llama.close)
+
+    @property
+    def engine(self) -> Engine:
+        """The running engine (its ``stats`` say what it did)."""
+        if self._engine is None:
+            raise BackendError(f"The model '{self.model_name}' is not loaded.")
+        return self._engine
 
     # ------------------------------------------------------------------ tokens
 
@@ -259,41 +316,85 @@ class LlamaCppBackend(ChatBackend):
         (template refusal, bad ``logit_bias``, a ``constraint`` that cannot be
         compiled: ``SchemaError``), ``Overloaded`` (queue full).
         """
+        [stream] = await self.generate_choices(request, 1)
+        try:
+            async for delta in stream:
+                yield delta
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def generate_choices(
+        self, request: GenerationRequest, n: int
+    ) -> list[AsyncIterator[Delta]]:
+        """``n`` completions of one prompt, evaluated once (per ``parallel`` choices)
+        and generated together; choice ``i`` samples with ``seed + i``. Raises as
+        ``generate`` does, before any stream exists; close every stream."""
         prompt = await asyncio.to_thread(self._tokenize_prompt, request.messages, request.tools)
         budget = self._completion_budget(len(prompt), request.sampling.max_tokens)
         self._check_logit_bias(request.sampling.logit_bias)
-        constraint = None
-        if request.constraint is not None:
-            constraint = await asyncio.to_thread(self._grammar_mask, request.constraint)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[QueueItem] = asyncio.Queue()
-        emit = emitter(loop, queue)
-        job = Job(prompt, budget, request.sampling, emit=emit, constraint=constraint)
-        await self._wait_for_turn()
-        worker: asyncio.Future[None] | None = None
+        first = Delta(prompt_tokens=len(prompt))
+        streams: list[AsyncIterator[Delta]] = []
         try:
-            yield Delta(prompt_tokens=len(prompt))
-            self._active = job
-            worker = loop.run_in_executor(self._executor, run, job, self._loaded_model)
-            while True:
-                item = await queue.get()
-                if isinstance(item, PortwayError):
-                    raise item
-                if isinstance(item, BaseException):
-                    raise BackendError("The model failed while generating.") from item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            job.cancel.set()
-            self._end_turn_after(worker)
+            for start in range(0, n, self.parallel):
+                count = min(self.parallel, n - start)
+                streams += await self._submit(request, prompt, budget, first, start, count)
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()  # type: ignore[attr-defined]
+            raise
+        return streams
+
+    async def _submit(
+        self,
+        request: GenerationRequest,
+        prompt: list[int],
+        budget: int,
+        first: Delta,
+        start: int,
+        count: int,
+    ) -> list[JobStream]:
+        """Queues choices ``start`` to ``start + count - 1`` as one group."""
+        loop, engine = asyncio.get_running_loop(), self.engine
+        jobs, streams = [], []
+        for index in range(start, start + count):
+            queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+            job = Job(
+                prompt,
+                budget,
+                choice_request(request, index).sampling,
+                emit=emitter(loop, queue),
+                user=request.user,
+                request_id=request.request_id,
+                constraint=await self._constraint(request),
+            )
+            jobs.append(job)
+            streams.append(JobStream(first, queue, _canceller(job, engine)))
+        if budget <= 0:
+            for job in jobs:
+                job.emit(Delta(finish_reason="length"))
+        else:
+            engine.submit(jobs)
+        return streams
+
+    async def _constraint(self, request: GenerationRequest) -> GrammarMask | None:
+        if request.constraint is None:
+            return None
+        return await asyncio.to_thread(self._grammar_mask, request.constraint)
 
     def _completion_budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
         """Tokens the completion may use; raises when the request does not fit."""
         requested = max_tokens or 0
         if prompt_tokens + requested > self.context_length or prompt_tokens >= self.context_length:
             raise ContextLengthExceeded(prompt_tokens, requested, self.context_length)
-        return self.context_length - prompt_tokens if max_tokens is None else max_tokens
+        if max_tokens is not None:
+            return max_tokens
+        room = self.context_length - prompt_tokens
+        return room if self.default_max_tokens is None else min(room, self.default_max_tokens)
+
+    def _token_fields(self, token: int) -> tuple[str, tuple[int, ...]]:
+        """A token's text and bytes, as logprobs report them."""
+        raw = self._piece(token, special=True)
+        return raw.decode("utf-8", errors="replace"), tuple(raw)
 
     def _grammar_mask(self, grammar: Grammar) -> GrammarMask:
         """A mask following ``grammar`` for one generation (blocking: compiles)."""
@@ -320,31 +421,6 @@ class LlamaCppBackend(ChatBackend):
                 f"Invalid token ids in logit_bias: {invalid[:5]}.", param="logit_bias"
             )
 
-    async def _wait_for_turn(self) -> None:
-        """Takes the model, or raises ``Overloaded`` if ``max_queue`` already wait."""
-        must_wait = self._turn.locked() or self._waiting > 0
-        if must_wait and self._waiting >= self._max_queue:
-            raise Overloaded(self.model_name)
-        self._waiting += 1
-        try:
-            await self._turn.acquire()
-        finally:
-            self._waiting -= 1
-
-    def _end_turn_after(self, worker: asyncio.Future[None] | None) -> None:
-        """Releases the model once the worker thread has stopped (at once if none ran)."""
-
-        def release(done: asyncio.Future[None] | None) -> None:
-            if done is not None and not done.cancelled() and done.exception() is not None:
-                log.error("llama.cpp worker failed", exc_info=done.exception())
-            self._active = None
-            self._turn.release()
-
-        if worker is None or worker.done():
-            release(worker)
-        else:
-            worker.add_done_callback(release)
-
     # ------------------------------------------------------------------ state
 
     def _loaded(self) -> Any:
@@ -357,11 +433,10 @@ class LlamaCppBackend(ChatBackend):
             raise BackendError(f"The model '{self.model_name}' is not loaded.")
         return self._template
 
-    def _loaded_model(self) -> LoadedModel:
-        return LoadedModel(
-            llama=self._loaded(),
-            n_vocab=self._n_vocab,
-            stop_strings=self._loaded_template().stop_strings,
-            piece=self._piece,
-            is_end_token=self._is_end_token,
-        )
+
+def _canceller(job: Job, engine: Engine) -> Callable[[], None]:
+    def cancel() -> None:
+        job.cancel.set()
+        engine.wake()
+
+    return cancel

@@ -31,6 +31,8 @@ def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
         chat_template=spec.chat_template,
         max_queue=spec.max_queue,
         model_name=spec.reference,
+        parallel=spec.parallel,
+        default_max_tokens=spec.default_max_tokens,
     )
     version = version_id("llamacpp", file_sha256(path), spec.chat_template, spec.context_length)
     return backend, version

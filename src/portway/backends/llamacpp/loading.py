@@ -1,11 +1,20 @@
 """Loading a GGUF with llama.cpp: opening it at the right context length, its
-model parameters, the CPU check for AMX, its control tokens and its trained context."""
+model and context parameters, the CPU check for AMX, its control tokens and its
+trained context.
+
+The context is made for batching: ``parallel`` sequences (slots) in one unified
+KV cache of ``parallel * n_ctx`` cells, so each slot may hold ``n_ctx`` tokens.
+Its sliding-window layers keep a full-size cache (``swa_full``): a cached prefix
+can then be cut at any position and reused, as a windowed cache prunes the cells
+that fell out of the window.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +32,7 @@ _LSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP
 _RSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP
 
 
-_PARAMS_PATCH_LOCK = threading.Lock()
+_PARAMS_PATCH_LOCK = threading.RLock()
 
 
 def load_llama(
@@ -33,35 +42,68 @@ def load_llama(
     n_threads: int | None,
     extra_buffer_types: bool,
     model_name: str,
+    parallel: int = 1,
+    n_gpu_layers: int = 0,
 ) -> Any:
-    """Opens the GGUF (blocking): at ``n_ctx``, or else at its trained context but
-    at most ``DEFAULT_MAX_CONTEXT``; raises ``BackendError`` if it cannot be loaded."""
-    llama = _open(
-        model_path, n_ctx or DEFAULT_MAX_CONTEXT, n_threads, extra_buffer_types, model_name
-    )
+    """Opens the GGUF (blocking) with ``parallel`` slots of ``n_ctx`` tokens each,
+    or else of its trained context but at most ``DEFAULT_MAX_CONTEXT``; raises
+    ``BackendError`` if it cannot be loaded."""
+    options = _Options(parallel, n_threads, extra_buffer_types, n_gpu_layers, model_name)
+    llama = _open(model_path, n_ctx or DEFAULT_MAX_CONTEXT, options)
     trained = trained_context(llama.metadata)
     if n_ctx is None and trained is not None and trained < DEFAULT_MAX_CONTEXT:
         llama.close()
-        llama = _open(model_path, trained, n_threads, extra_buffer_types, model_name)
+        llama = _open(model_path, trained, options)
     return llama
 
 
-def _open(
-    model_path: Path, n_ctx: int, n_threads: int | None, extra_buffer_types: bool, model_name: str
-) -> Any:
+@dataclass(frozen=True)
+class _Options:
+    parallel: int
+    n_threads: int | None
+    extra_buffer_types: bool
+    n_gpu_layers: int
+    model_name: str
+
+
+def _open(model_path: Path, n_ctx: int, options: _Options) -> Any:
     try:
-        with model_params(extra_buffer_types=extra_buffer_types):
+        with (
+            model_params(extra_buffer_types=options.extra_buffer_types),
+            context_params(parallel=options.parallel),
+        ):
             return llama_cpp.Llama(
                 str(model_path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
+                n_ctx=n_ctx * options.parallel,
+                n_threads=options.n_threads,
+                n_gpu_layers=options.n_gpu_layers,
                 verbose=False,
                 logits_all=False,
-                # Presence/frequency penalties count every generated token.
-                last_n_tokens_size=n_ctx,
+                swa_full=True,
             )
     except (ValueError, RuntimeError) as exc:
-        raise BackendError(f"Could not load the model '{model_name}'.") from exc
+        raise BackendError(f"Could not load the model '{options.model_name}'.") from exc
+
+
+@contextlib.contextmanager
+def context_params(*, parallel: int) -> Iterator[None]:
+    """Lets ``Llama()`` make a context of ``parallel`` sequences sharing one KV
+    cache (llama-cpp-python has no arguments for ``n_seq_max`` and ``kv_unified``)."""
+    low_level = llama_cpp.llama_cpp
+    original = low_level.llama_context_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.n_seq_max = parallel
+        params.kv_unified = True
+        return params
+
+    with _PARAMS_PATCH_LOCK:
+        low_level.llama_context_default_params = defaults
+        try:
+            yield
+        finally:
+            low_level.llama_context_default_params = original
 
 
 @contextlib.contextmanager

@@ -1,0 +1,303 @@
+"""The batched llama.cpp engine, on the real embedded Gemma 3 270M.
+
+What the model writes differs between CPUs, so nothing here depends on it: tests
+compare two runs on this machine, count tokens, and read the engine's statistics
+(admission order, prompt tokens evaluated and reused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import pytest
+import pytest_asyncio
+
+from portway.backends.base import Delta, GenerationRequest, Message, SamplingParams
+from portway.backends.llamacpp.admission import FairQueue
+from portway.backends.llamacpp.backend import LlamaCppBackend
+from portway.backends.llamacpp.default_model import ensure_default_gguf
+from portway.backends.llamacpp.slots import SlotTable, common_prefix
+from portway.errors import Overloaded
+
+N_CTX = 512
+
+
+@pytest.fixture(scope="session")
+def gguf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_default_gguf(tmp_path_factory.mktemp("data"))
+
+
+async def started(path: Path, **options: Any) -> LlamaCppBackend:
+    model = LlamaCppBackend(path, n_ctx=N_CTX, **options)
+    await model.start()
+    return model
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def backend(gguf_path: Path) -> AsyncIterator[LlamaCppBackend]:
+    model = await started(gguf_path, parallel=4)
+    yield model
+    await model.close()
+
+
+@pytest.fixture(scope="module")
+def no_end(backend: LlamaCppBackend) -> dict[int, float]:
+    """A logit bias forbidding the end-of-generation tokens: only ``max_tokens`` ends."""
+    vocab = llama_cpp.llama_model_get_vocab(backend._loaded().model)
+    return {t: -100.0 for t in range(backend._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+
+
+def request(
+    text: str = "Write a short story about a lighthouse keeper.",
+    *,
+    user: str = "",
+    request_id: str = "",
+    **sampling: Any,
+) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(Message("user", text),),
+        sampling=SamplingParams(**sampling),
+        user=user,
+        request_id=request_id,
+    )
+
+
+async def tokens_and_text(stream: AsyncIterator[Delta]) -> tuple[int, str, str | None]:
+    tokens, text, finish = 0, "", None
+    async for delta in stream:
+        tokens += delta.tokens
+        text += delta.text
+        finish = delta.finish_reason or finish
+    return tokens, text, finish
+
+
+async def run(backend: LlamaCppBackend, req: GenerationRequest) -> tuple[int, str, str | None]:
+    return await tokens_and_text(backend.generate(req))
+
+
+async def until(condition: Callable[[], bool], attempts: int = 3000) -> None:
+    """Waits until ``condition`` holds (checked every 10 ms; a deadline, not a timing)."""
+    for _ in range(attempts):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def test_fair_queue_takes_users_round_robin() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for index in range(3):
+        queue.push("x", f"x{index}")
+    queue.push("y", "y0")
+    queue.push("z", "z0")
+    assert [queue.pop() for _ in range(5)] == ["x0", "y0", "z0", "x1", "x2"]
+    assert len(queue) == 0
+
+
+def test_fair_queue_removes_matching_items() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for item in ("a1", "a2", "b1"):
+        queue.push(item[0], item)
+    assert queue.remove_if(lambda item: item.endswith("1")) == ["a1", "b1"]
+    assert len(queue) == 1
+    assert queue.peek() == "a2"
+
+
+def test_slot_table_prefers_the_longest_shared_prefix_then_the_oldest() -> None:
+    table = SlotTable(3)
+    table.slots[1].tokens = [1, 2, 3]
+    table.slots[2].tokens = [1, 2, 9]
+    slot, shared = table.take_best([1, 2, 3, 4])
+    assert (slot.seq_id, shared) == (1, 3)
+    assert table.take_least_useful().seq_id == 0
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+# ------------------------------------------------------------------ the engine
+
+
+async def test_a_request_joins_while_another_generates(
+    backend: LlamaCppBackend, no_end: dict[int, float]
+) -> None:
+    long = backend.generate(request(max_tokens=60, temperature=0, logit_bias=no_end))
+    await anext(long)
+    await until(lambda: backend.engine.stats.generated_tokens > 0 and backend.engine.running == 1)
+    short = await run(backend, request("Hi", max_tokens=5, temperature=0, logit_bias=no_end))
+    rest = await tokens_and_text(long)
+    assert short[0] == 5 and short[2] == "length"
+    assert rest[0] == 60 and rest[2] == "length"
+
+
+async def test_a_prompt_evaluates_the_same_alone_and_batched(gguf_path: Path) -> None:
+    """The first token and its logprobs do not depend on the other prompts in the
+    batch (without weight repacking; later tokens may: llama.cpp decodes one row
+    and several rows with different kernels, see the backend's docstring)."""
+    model = await started(gguf_path, parallel=4, prefix_reuse=False, extra_buffer_types=False)
+    try:
+        prompts = ["Tell me about the sea.", "Name three colours.", "Count to ten.", "Why?"]
+        reqs = [
+            request(p, max_tokens=1, temperature=0, logprobs=True, top_logprobs=3) for p in prompts
+        ]
+
+        async def first(req: GenerationRequest) -> list[Delta]:
+            return [delta async for delta in model.generate(req)]
+
+        alone = [await first(req) for req in reqs]
+        together = await asyncio.gather(*(first(req) for req in reqs))
+        assert list(together) == alone
+    finally:
+        await model.close()
+
+
+async def test_same_seed_gives_same_tokens_through_the_engine(backend: LlamaCppBackend) -> None:
+    req = request(max_tokens=16, temperature=1.0, seed=1234)
+    assert await run(backend, req) == await run(backend, req)
+
+
+async def test_cancelling_frees_the_slot_at_once(gguf_path: Path, no_end: dict[int, float]) -> None:
+    model = await started(gguf_path, parallel=1, max_queue=4)
+    try:
+        stream = model.generate(request(max_tokens=400, logit_bias=no_end))
+        await anext(stream)
+        await anext(stream)  # it generates
+        waiting = asyncio.create_task(run(model, request("Hi", max_tokens=3, logit_bias=no_end)))
+        await until(lambda: model.engine.waiting == 1)
+        await stream.aclose()
+        assert (await asyncio.wait_for(waiting, 60))[0] == 3
+        assert model.engine.stats.generated_tokens < 400
+    finally:
+        await model.close()
+
+
+async def test_a_finished_slot_is_reused_for_a_longer_prompt(
+    backend: LlamaCppBackend, no_end: dict[int, float]
+) -> None:
+    """A follow-up turn evaluates only what its prompt adds to the cached one."""
+    first = (Message("user", "Tell me a story about a cat."),)
+    reply = await run(backend, request(first[0].content, max_tokens=8, temperature=0))
+    second = (*first, Message("assistant", reply[1]), Message("user", "And then?"))
+    stats = backend.engine.stats
+    reused, evaluated = stats.prompt_tokens_reused, stats.prompt_tokens_evaluated
+    prompt = backend._tokenize_prompt(second)
+    await run(backend, GenerationRequest(second, SamplingParams(max_tokens=2, temperature=0)))
+    cached = len(backend._tokenize_prompt(first))
+    assert stats.prompt_tokens_reused - reused >= cached - 1
+    assert stats.prompt_tokens_evaluated - evaluated == len(prompt) - (
+        stats.prompt_tokens_reused - reused
+    )
+
+
+async def test_prefix_reuse_gives_the_same_greedy_output(
+    gguf_path: Path, no_end: dict[int, float]
+) -> None:
+    """The second run of a prompt reuses its cached prefix, yet writes the same."""
+    model = await started(gguf_path, parallel=1)
+    try:
+        req = request(max_tokens=20, temperature=0, logit_bias=no_end)
+        fresh = await run(model, req)
+        again = await run(model, req)
+        assert model.engine.stats.prompt_tokens_reused > 0
+        assert again == fresh
+    finally:
+        await model.close()
+
+
+async def test_n_choices_share_one_prompt_evaluation(gguf_path: Path) -> None:
+    model = await started(gguf_path, parallel=4, prefix_reuse=False)
+    try:
+        req = request(max_tokens=6, temperature=1.0, seed=7)
+        prompt = len(model._tokenize_prompt(req.messages))
+
+        streams = await model.generate_choices(req, 3)
+        first = [await tokens_and_text(stream) for stream in streams]
+        # the prompt once, plus its last token once more per extra choice
+        assert model.engine.stats.prompt_tokens_evaluated == prompt + 2
+        assert [result[0] for result in first] == [6, 6, 6]
+    finally:
+        await model.close()
+
+
+async def test_more_choices_than_slots_run_in_groups(gguf_path: Path) -> None:
+    model = await started(gguf_path, parallel=2, prefix_reuse=False)
+    try:
+        streams = await model.generate_choices(request(max_tokens=3, seed=1), 5)
+        results = [await tokens_and_text(stream) for stream in streams]
+        assert len(results) == 5
+        assert all(result[2] is not None for result in results)
+    finally:
+        await model.close()
+
+
+async def test_admission_is_fair_across_users(gguf_path: Path, no_end: dict[int, float]) -> None:
+    model = await started(gguf_path, parallel=1, max_queue=20)
+    try:
+        blocker = model.generate(request(max_tokens=400, logit_bias=no_end, request_id="block"))
+        await anext(blocker)
+        await until(lambda: list(model.engine.stats.admitted) == ["block"])
+        burst = [
+            asyncio.create_task(run(model, request(max_tokens=1, user="x", request_id=f"x{i}")))
+            for i in range(10)
+        ]
+        await until(lambda: model.engine.waiting == 10)
+        single = asyncio.create_task(run(model, request(max_tokens=1, user="y", request_id="y")))
+        await until(lambda: model.engine.waiting == 11)
+        await blocker.aclose()
+        await asyncio.wait_for(asyncio.gather(*burst, single), 120)
+        order = list(model.engine.stats.admitted)
+        # one of x's ten (whichever queued first) goes before y; y before x's others
+        assert order[0] == "block" and order[2] == "y"
+        assert sorted(order[1:2] + order[3:]) == sorted(f"x{i}" for i in range(10))
+    finally:
+        await model.close()
+
+
+async def test_queue_is_bounded_beyond_the_free_slots(
+    gguf_path: Path, no_end: dict[int, float]
+) -> None:
+    model = await started(gguf_path, parallel=2, max_queue=1, model_name="bounded")
+    try:
+        holding = [model.generate(request(max_tokens=400, logit_bias=no_end)) for _ in range(3)]
+        for stream in holding:
+            await anext(stream)  # two generate, one waits
+        await until(lambda: model.engine.running == 2 and model.engine.waiting == 1)
+        with pytest.raises(Overloaded, match="bounded") as refused:
+            await anext(model.generate(request(max_tokens=1)))
+        assert refused.value.headers["Retry-After"]
+        for stream in holding:
+            await stream.aclose()
+    finally:
+        await model.close()
+
+
+async def test_default_max_tokens_bounds_requests_without_max_tokens(
+    gguf_path: Path, no_end: dict[int, float]
+) -> None:
+    model = await started(gguf_path, parallel=1, default_max_tokens=7)
+    try:
+        assert (await run(model, request(logit_bias=no_end)))[:3:2] == (7, "length")
+        assert (await run(model, request(max_tokens=9, logit_bias=no_end)))[0] == 9
+    finally:
+        await model.close()
+
+
+async def test_closing_the_backend_ends_running_and_waiting_requests(
+    gguf_path: Path, no_end: dict[int, float]
+) -> None:
+    model = await started(gguf_path, parallel=1)
+    running = model.generate(request(max_tokens=400, logit_bias=no_end))
+    await anext(running)
+    await until(lambda: model.engine.running == 1)
+    waiting = asyncio.create_task(run(model, request(max_tokens=400, logit_bias=no_end)))
+    await until(lambda: model.engine.waiting == 1)
+    await model.close()
+    with pytest.raises(Exception, match="unloaded"):
+        await asyncio.wait_for(tokens_and_text(running), 30)
+    with pytest.raises(Exception, match="unloaded"):
+        await asyncio.wait_for(waiting, 30)
