@@ -28,6 +28,8 @@ class RemoteLink(RunnerLink):
     as its owner last announced them.
     """
 
+    remote = True
+
     def __init__(self, runner: RemoteRunner, process: str, subject: str, router: CallRouter):
         super().__init__(runner.name, runner.model, runner.concurrency, runner.owner)
         self.runner_id = runner.id

@@ -52,7 +52,9 @@ def _read(sample: Sample, backend: object) -> None:
     if isinstance(backend, RunnerBackend):
         links = backend.pool.links
         sample.add_load(backend.pool.health()["queued"], sum(link.in_flight for link in links))
-        sample.runners = (sample.runners or 0) + len(links)
+        # each process counts the runners attached to it: summed across a cluster's
+        # processes, a runner is counted once
+        sample.runners = (sample.runners or 0) + sum(not link.remote for link in links)
     elif isinstance(backend, UpstreamBackend):
         endpoints = backend.pool.endpoints
         sample.add_load(0, sum(endpoint.in_flight for endpoint in endpoints))

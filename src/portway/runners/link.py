@@ -36,6 +36,9 @@ class RunnerLink:
     (a cancel in a ``finally``, say) never waits on the network.
     """
 
+    remote = False
+    """Whether the runner is attached to another process (see cluster.runners_remote)."""
+
     def __init__(self, name: str, info: ModelInfo, concurrency: int, owner: str) -> None:
         self.name = name
         self.info = info

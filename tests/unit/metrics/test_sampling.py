@@ -80,3 +80,18 @@ def test_models_that_report_nothing_get_no_gauges(tmp_path: Path) -> None:
     metrics.watch(registry((LOCAL, ScriptedBackend(["x"]))))
     rendered = metrics.render().decode()
     assert LOCAL not in rendered
+
+
+class OtherProcessLink(RunnerLink):
+    """A runner another process of the cluster holds (as cluster.runners_remote's)."""
+
+    remote = True
+
+
+def test_runners_of_other_processes_are_not_counted_here(tmp_path: Path) -> None:
+    runners = runner()
+    info = runners.pool.links[0].info
+    runners.add(OtherProcessLink("elsewhere", info, 2, "alice"))
+    metrics = Metrics(tmp_path)
+    metrics.watch(registry((RUNNER, runners)))
+    assert value(metrics, "portway_runners_attached", model=RUNNER) == 2
