@@ -17,20 +17,22 @@ import openai
 import pytest
 
 from tests.e2e.conftest import SCRIPTED
-from tests.e2e.server import Server
+from tests.e2e.server import SCRIPTED_CATALOG, Server
 from tests.services import require_service
 
 HELLO = [{"role": "user", "content": "Hello"}]
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
 POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("PORTWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+CATALOG = "default_model = false\ndefault_embedding_model = false\n" + SCRIPTED_CATALOG
+"""Scripted models only: quick to start."""
 NATS = os.environ.get("PORTWAY_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of this module's own: the limits set here stay here."""
-    running = Server(tmp_path_factory.mktemp("portway-quota")).start()
+    running = Server(tmp_path_factory.mktemp("portway-quota"), CATALOG).start()
     yield running
     running.stop()
 
@@ -215,7 +217,9 @@ def test_limits_hold_exactly_across_two_processes(
     monkeypatch.setenv("PORTWAY_REDIS_URL", REDIS)
     monkeypatch.setenv("PORTWAY_NATS_URL", NATS)
     monkeypatch.setenv("PORTWAY_CLUSTER_NAME", f"quota-test-{secrets.token_hex(6)}")
-    servers = [Server(tmp_path / name, database_url=postgres_url).start() for name in ("a", "b")]
+    servers = [
+        Server(tmp_path / name, CATALOG, database_url=postgres_url).start() for name in ("a", "b")
+    ]
     try:
         token = servers[0].token("carl")
         servers[1].cli("limits", "set", "--token", token_id(servers[0], "carl"), "--rpm", "30")
