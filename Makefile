@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: serve test lint bench bench-upstream bench-runners bench-soak
+.PHONY: serve test lint bench bench-upstream bench-runners bench-soak bench-batching
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ bench-runners: $(BIN)/python
 bench-soak: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[local,embeddings,test]'
 	$(BIN)/python bench/soak.py $(ARGS)
+
+bench-batching: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/python bench/batching.py $(ARGS)
