@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: serve test lint bench bench-upstream bench-runners bench-soak bench-batching
+.PHONY: serve test lint bench bench-upstream bench-runners bench-soak bench-batching bench-scaling
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,7 @@ bench-soak: $(BIN)/python
 bench-batching: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[local,test]'
 	$(BIN)/python bench/batching.py $(ARGS)
+
+bench-scaling: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/python bench/scaling.py $(ARGS)
