@@ -22,12 +22,17 @@ import os
 import secrets
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import report
+import runners
 import servers
-from common import free_port, machine
+from common import free_port, machine, median, percentile
 from overhead import Limits, LoadResult, check_reply, measure, pinned
 from upstream import UsageFront, portway_catalog, stand_in
 
@@ -38,6 +43,11 @@ CONCURRENCY = 32
 REDIS_URL = os.environ.get("PORTWAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("PORTWAY_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 MODEL = "bench/hosted/models/relay"
+POSTGRES_URL = os.environ.get(
+    "PORTWAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+HOP_MODEL = "bench/hop/models/echo"
+HOP_REQUESTS = 200
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,127 @@ def server_workers(server: servers.PortwayServer) -> int:
     return int(server.command[server.command.index("--workers") + 1])
 
 
-def section(cells: list[Cell], limits: Limits, pinning: str) -> str:
+# ------------------------------------------------------------------ the runner hop
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for the two processes, dropped afterwards."""
+    import asyncpg
+
+    name = f"portway_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def clustered(work: Path, name: str, database: str, cluster: str) -> servers.PortwayServer:
+    data_dir = work / name
+    data_dir.mkdir(parents=True)
+    (data_dir / "portway.toml").write_text(
+        "default_model = false\ndefault_embedding_model = false\n"
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "portway", "serve", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--database-url", database, "--grace", "5"]
+    command += ["--redis-url", REDIS_URL, "--nats-url", NATS_URL, "--cluster-name", cluster]
+    return servers.PortwayServer(
+        name=name,
+        command=command,
+        log_path=data_dir / "server.log",
+        ready_path="/health",
+        port=port,
+    )
+
+
+def runner_token(server: servers.PortwayServer) -> str:
+    made = httpx.post(
+        server.base_url + "/v1/tokens",
+        headers={"Authorization": f"Bearer {server.token}"},
+        json={"user": "bench", "create_user": True, "scopes": ["runner"]},
+        timeout=30,
+    )
+    made.raise_for_status()
+    token: str = made.json()["token"]
+    return token
+
+
+def hop_latencies(
+    owner: servers.PortwayServer, other: servers.PortwayServer
+) -> dict[str, list[float]]:
+    """Sequential unary requests to the runner's model, taking turns between the
+    process holding the runner and the other one; milliseconds each."""
+    body = {"model": HOP_MODEL, "messages": [{"role": "user", "content": "hello runner"}]}
+    found: dict[str, list[float]] = {"owner": [], "other": []}
+    headers = {"Authorization": f"Bearer {owner.token}"}
+    with (
+        httpx.Client(base_url=owner.base_url, headers=headers, timeout=30) as at_owner,
+        httpx.Client(base_url=other.base_url, headers=headers, timeout=30) as at_other,
+    ):
+        for index in range(HOP_REQUESTS + 10):
+            for label, client in (("owner", at_owner), ("other", at_other)):
+                started = time.perf_counter()
+                client.post("/v1/chat/completions", json=body).raise_for_status()
+                if index >= 10:  # warm-up
+                    found[label].append((time.perf_counter() - started) * 1000)
+    return found
+
+
+def runner_hop(work: Path) -> str:
+    """The added latency of serving a runner attached to another process."""
+    cluster = f"bench-{secrets.token_hex(4)}"
+    with scratch_database() as database:
+        owner = clustered(work, "hop-owner", database, cluster)
+        with owner:
+            other = clustered(work, "hop-other", database, cluster)
+            # No admin token of its own to find: the database has its admin already.
+            servers.ServerProcess.start(other)
+            other.token = owner.token
+            folder = runners.example_folder(work / "hop-models", "echo", "hop", 64)
+            runner = runners.start_runner(folder, owner, runner_token(owner), work / "runner.log")
+            try:
+                time.sleep(3)  # the owner's announcement reaches the other process
+                found = hop_latencies(owner, other)
+            finally:
+                runner.terminate()
+                runner.wait(30)
+                other.stop()
+    rows = [
+        [
+            label,
+            f"{median(times):.2f}",
+            f"{percentile(times, 0.99):.2f}",
+            f"{median(times) - median(found['owner']):+.2f}",
+        ]
+        for label, times in (
+            ("at the process holding the runner", found["owner"]),
+            ("at another process (over NATS)", found["other"]),
+        )
+    ]
+    return (
+        "The cross-process runner hop: an echo model folder served by one `portway runner` "
+        "attached to process A; two `portway serve` processes (A and B) share a PostgreSQL "
+        f"database, Redis and NATS. {HOP_REQUESTS} sequential unary requests to each, "
+        "taking turns (after 10 warm-ups each):\n\n"
+        + report.table(["request arrives", "p50 ms", "p99 ms", "added p50 ms"], rows)
+    )
+
+
+# ------------------------------------------------------------------ the report
+
+
+def section(cells: list[Cell], limits: Limits, pinning: str, hop: str) -> str:
     base = {cell.result.mode: cell.result.rps for cell in cells if cell.workers == 1}
     rows = [
         [
@@ -158,7 +288,8 @@ def section(cells: list[Cell], limits: Limits, pinning: str) -> str:
         f"{pinning} Each cell: {limits.requests} requests or {limits.seconds:.0f} s after a "
         "warm-up. *Portway CPU* counts the supervisor and every worker.\n\n"
     )
-    return text + report.table(header, rows) + "\n\n" + report.machine_table(machine())
+    tables = report.table(header, rows) + "\n\n" + hop
+    return text + tables + "\n\n" + report.machine_table(machine())
 
 
 def write(path: Path, text: str) -> None:
@@ -208,7 +339,8 @@ async def run(options: argparse.Namespace) -> str:
         for workers in WORKERS:
             with gateway(work, upstream.base_url, workers, gateway_cpus) as server:
                 cells += await measure_workers(server, limits, upstream.pid)
-    return section(cells, limits, pinning)
+    hop = await asyncio.to_thread(runner_hop, work)
+    return section(cells, limits, pinning, hop)
 
 
 def main() -> None:
