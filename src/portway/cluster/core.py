@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("portway.cluster")
 
+PUBLISH_SECONDS = 2
+"""How long publishing an event waits for the NATS server to have it."""
+
 Handler = Callable[[bytes], Awaitable[None]]
 """Receives one event's payload."""
 
@@ -65,7 +68,9 @@ class Cluster:
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Deliver ``payload`` to every process's subscribers of ``topic`` (this
-        process's included)."""
+        process's included). Best effort: with NATS out of reach the event is
+        lost, logged, and not an error for the caller (a revocation still shows
+        everywhere within the token cache's 2 s)."""
         raise NotImplementedError
 
     async def subscribe(self, topic: str, handler: Handler) -> None:
@@ -104,8 +109,13 @@ class SharedCluster(Cluster):
         """The cluster's NATS connection; prefix subjects with :meth:`subject`."""
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        await self.nats.publish(self.subject("events", topic), payload)
-        await self.nats.flush()  # on its way to every subscriber when this returns
+        from nats.errors import Error as NatsError
+
+        try:
+            await self.nats.publish(self.subject("events", topic), payload)
+            await self.nats.flush(timeout=PUBLISH_SECONDS)  # at the server when this returns
+        except (NatsError, TimeoutError, OSError) as exc:
+            log.warning("event %s not delivered to the cluster: %s", topic, exc or type(exc))
 
     async def subscribe(self, topic: str, handler: Handler) -> None:
         async def deliver(message: Msg) -> None:

@@ -184,3 +184,12 @@ async def test_unreachable_nats_is_named() -> None:
     settings = Settings(redis_url=REDIS_URL, nats_url=url)
     with pytest.raises(ClusterUnavailable, match=f"NATS at {url} is unreachable"):
         await probe(settings)
+
+
+async def test_an_event_lost_to_nats_is_logged_not_raised(
+    pair: tuple[SharedCluster, SharedCluster], caplog: pytest.LogCaptureFixture
+) -> None:
+    first, _ = pair
+    await first.nats.close()  # as when NATS has gone away for good
+    await announce_revocation(first, tokens.digest(SECRET))
+    assert "tokens.revoked not delivered" in caplog.text
