@@ -50,11 +50,12 @@ class Sample:
 
 def _read(sample: Sample, backend: object) -> None:
     if isinstance(backend, RunnerBackend):
-        links = backend.pool.links
+        # each process counts the runners attached to it and the calls they run (a
+        # call sent to another process's runner is run, and counted, there): summed
+        # across a cluster's processes, a runner and a call are counted once
+        links = [link for link in backend.pool.links if not link.remote]
         sample.add_load(backend.pool.health()["queued"], sum(link.in_flight for link in links))
-        # each process counts the runners attached to it: summed across a cluster's
-        # processes, a runner is counted once
-        sample.runners = (sample.runners or 0) + sum(not link.remote for link in links)
+        sample.runners = (sample.runners or 0) + len(links)
     elif isinstance(backend, UpstreamBackend):
         endpoints = backend.pool.endpoints
         sample.add_load(0, sum(endpoint.in_flight for endpoint in endpoints))

@@ -95,3 +95,15 @@ def test_runners_of_other_processes_are_not_counted_here(tmp_path: Path) -> None
     metrics = Metrics(tmp_path)
     metrics.watch(registry((RUNNER, runners)))
     assert value(metrics, "portway_runners_attached", model=RUNNER) == 2
+
+
+def test_calls_on_other_processes_runners_are_counted_there(tmp_path: Path) -> None:
+    runners = runner()
+    info = runners.pool.links[0].info
+    elsewhere = OtherProcessLink("elsewhere", info, 2, "alice")
+    runners.add(elsewhere)
+    runners.pool.links[0].in_flight = 1
+    elsewhere.in_flight = 2  # sent from here; the process holding it counts them
+    metrics = Metrics(tmp_path)
+    metrics.watch(registry((RUNNER, runners)))
+    assert value(metrics, "portway_requests_in_flight", model=RUNNER) == 1
