@@ -21,6 +21,7 @@ last has header ``more``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 
@@ -35,13 +36,23 @@ SILENT_AFTER = 4.0
 PIECE = 256 * 1024
 """The largest payload of one message (NATS's default limit is 1 MiB)."""
 
+TOKEN_LENGTH = 64
+"""The longest subject token (an announcement's ``subject``)."""
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _MODEL = ConfigDict(extra="forbid", frozen=True)
 
 
 def subject_token(name: str) -> str:
-    """``name`` as one token of a NATS subject (no dots, spaces or wildcards)."""
-    return _UNSAFE.sub("_", name)[:64] or "_"
+    """``name`` as one token of a NATS subject (no dots, spaces or wildcards), at
+    most 64 characters. A longer one keeps its head and ends with a digest of the
+    whole name: process names end in their pid and a random tag, so that two
+    processes on one host with a long name still get tokens of their own."""
+    token = _UNSAFE.sub("_", name) or "_"
+    if len(token) <= TOKEN_LENGTH:
+        return token
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{token[: TOKEN_LENGTH - len(digest) - 1]}-{digest}"
 
 
 class RemoteRunner(BaseModel):
@@ -67,7 +78,7 @@ class Announcement(BaseModel):
     model_config = _MODEL
     process: Annotated[str, Field(min_length=1, max_length=200)]
     """The process's name (``/health`` shows it)."""
-    subject: Annotated[str, Field(min_length=1, max_length=64)]
+    subject: Annotated[str, Field(min_length=1, max_length=TOKEN_LENGTH)]
     """Its subject token: calls go to ``P.{subject}.call``."""
     runners: list[RemoteRunner] = []
     leaving: bool = False

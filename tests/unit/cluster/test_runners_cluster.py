@@ -19,7 +19,7 @@ from portway.auth.principal import Principal
 from portway.backends.base import Delta, GenerationRequest, Message, SamplingParams
 from portway.cluster.runners import ClusterRunners
 from portway.cluster.runners_remote import RemoteLink
-from portway.cluster.runners_wire import PIECE
+from portway.cluster.runners_wire import PIECE, Announcement, subject_token
 from portway.errors import PortwayError
 from portway.registry import refs
 from portway.registry.errors import RunnerUnavailable
@@ -336,3 +336,14 @@ async def test_b_leaving_cancels_its_calls_at_a(cluster: Any) -> None:
     await b.runners.stop(grace=0)
     await eventually(lambda: len(runner.cancels()) == 1)
     await aclose(stream)
+
+
+def test_processes_with_a_long_host_name_get_subject_tokens_of_their_own() -> None:
+    host = "node-" + "x" * 60 + ".cluster.internal"
+    names = [f"{host}-{pid}-{tag}" for pid, tag in ((7, "a1b2c3"), (8, "d4e5f6"))]
+    tokens = [subject_token(name) for name in names]
+    assert tokens[0] != tokens[1]
+    assert tokens == [subject_token(name) for name in names]  # stable
+    for name, token in zip(names, tokens, strict=True):
+        assert Announcement(process=name, subject=token).subject == token
+    assert subject_token("host.local-7-a1b2c3") == "host_local-7-a1b2c3"
