@@ -101,6 +101,7 @@ def test_a_budget_refuses_the_next_request_and_lifting_it_applies(server: Server
         client.chat.completions.create(model=SCRIPTED, messages=HELLO)
     assert (refused.value.code, refused.value.type) == ("insufficient_quota", "insufficient_quota")
     assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert refused.value.response.headers["x-should-retry"] == "false"  # the client gives up
     server.cli("limits", "set", "--user", "bea", "--daily-tokens", "none")
     deadline = time.monotonic() + 10
     while True:  # servers read limits again within 2 seconds

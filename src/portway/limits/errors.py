@@ -19,11 +19,15 @@ class RateLimited(PortwayError):
 
 
 class QuotaExceeded(PortwayError):
-    """Over a daily or monthly token budget: nothing more until the period ends."""
+    """Over a daily or monthly token budget: nothing more until the period ends.
+
+    It says ``x-should-retry: false``: the openai clients retry every 429 unless
+    told not to, and a spent budget does not come back within their retries.
+    """
 
     status = 429
     type = "insufficient_quota"
     code = "insufficient_quota"
 
     def __init__(self, message: str, headers: dict[str, str]) -> None:
-        super().__init__(message, headers=headers)
+        super().__init__(message, headers={**headers, "x-should-retry": "false"})
