@@ -26,6 +26,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
+from portway.backends.base import GenerationRequest, Message, SamplingParams
+from portway.backends.llamacpp.backend import LlamaCppBackend
 from portway.backends.llamacpp.default_model import ensure_default_gguf
 from portway.backends.llamacpp.prefix import AttentionSpan, common_prefix, reusable_length
 from tests.tiny_gguf import write_tiny_llama
@@ -306,3 +308,55 @@ def test_a_prefix_the_window_lost_is_refused_and_would_be_wrong(
 
     # ... but the sliding-window layers no longer see positions 0..pos_min-1.
     assert float(np.max(np.abs(naive - fresh))) > 1.0
+
+
+# --------------------------------------------------------------------------- the backend
+
+TURNS = ("Tell me about lighthouses.", "And their keepers?", "Why did they leave?")
+LONG_SYSTEM = "Answer as a lighthouse keeper would, in plain words. " * 60
+"""About 660 tokens: every turn's prompt is longer than Gemma's window."""
+
+
+async def converse(model: LlamaCppBackend, system: str) -> list[str]:
+    """A conversation of ``TURNS`` at temperature 0, each reply 16 tokens long."""
+    vocab = llama_cpp.llama_model_get_vocab(model._loaded().model)
+    no_end = {t: -100.0 for t in range(model._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+    messages: list[Message] = [Message("system", system)] if system else []
+    replies: list[str] = []
+    for turn in TURNS:
+        messages.append(Message("user", turn))
+        sampling = SamplingParams(max_tokens=16, temperature=0, logit_bias=no_end)
+        deltas = [
+            delta async for delta in model.generate(GenerationRequest(tuple(messages), sampling))
+        ]
+        replies.append("".join(delta.text for delta in deltas))
+        messages.append(Message("assistant", replies[-1]))
+    return replies
+
+
+async def conversation_and_reuse(
+    path: Path, *, prefix_reuse: bool, system: str
+) -> tuple[list[str], int]:
+    model = LlamaCppBackend(path, n_ctx=2048, parallel=2, prefix_reuse=prefix_reuse)
+    await model.start()
+    try:
+        replies = await converse(model, system)
+        return replies, model.engine.stats.prompt_tokens_reused
+    finally:
+        await model.close()
+
+
+@pytest.mark.parametrize("system", ["", LONG_SYSTEM], ids=["short", "longer-than-the-window"])
+async def test_a_conversation_writes_the_same_with_and_without_reuse(
+    tmp_path_factory: pytest.TempPathFactory, system: str
+) -> None:
+    path = ensure_default_gguf(tmp_path_factory.mktemp("data"))
+
+    reused, reused_tokens = await conversation_and_reuse(path, prefix_reuse=True, system=system)
+    fresh, fresh_reused_tokens = await conversation_and_reuse(
+        path, prefix_reuse=False, system=system
+    )
+
+    assert reused == fresh
+    assert reused_tokens > 0
+    assert fresh_reused_tokens == 0
