@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from batching_http import (
     conversation,
     interference,
 )
-from common import machine, wait_for_quiet
+from common import CpuWatch, machine, wait_for_quiet
 from generation import GenerationSettings, end_of_generation_tokens, load_llama
 
 from portway.backends.llamacpp.default_model import ensure_default_gguf
@@ -83,6 +83,8 @@ class Options:
     ctx: int
     quiet_wait: float
     portway_src: Path | None
+    baseline_src: Path | None
+    baseline_label: str
     work_dir: Path
     benchmarks: bool
 
@@ -110,6 +112,8 @@ def parse_options() -> Options:
     add("--ctx", type=int, default=2304, help="context per stream (Portway, llama server)")
     add("--quiet-wait", type=float, help="seconds to wait for a quiet machine [30; quick 3]")
     add("--portway-src", type=Path, help="serve Portway from this src directory")
+    add("--baseline-src", type=Path, help="also serve a second Portway from this src directory")
+    add("--baseline-label", default="before", help="names the second Portway [before]")
     add("--benchmarks", action="store_true", help="also write the run into BENCHMARKS.md")
     add(
         "--work-dir",
@@ -137,6 +141,8 @@ def parse_options() -> Options:
         ctx=args.ctx,
         quiet_wait=args.quiet_wait,
         portway_src=args.portway_src.resolve() if args.portway_src else None,
+        baseline_src=args.baseline_src.resolve() if args.baseline_src else None,
+        baseline_label=args.baseline_label,
         work_dir=args.work_dir,
         benchmarks=args.benchmarks,
     )
@@ -149,13 +155,32 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- servers
 
 
-def portway_env(options: Options) -> dict[str, str]:
-    env = dict(os.environ)
-    if options.portway_src is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(options.portway_src), *filter(None, [env.get("PYTHONPATH")])]
-        )
-    return env
+@dataclass(frozen=True)
+class UnderTest:
+    """A Portway to serve: its label and the ``src`` directory its code comes from
+    (None: the installed one)."""
+
+    label: str
+    src: Path | None
+
+    @property
+    def name(self) -> str:
+        return f"{PORTWAY} ({self.label})"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.src), *filter(None, [env.get("PYTHONPATH")])]
+            )
+        return env
+
+
+def under_test(options: Options) -> list[UnderTest]:
+    found = [UnderTest(options.label, options.portway_src)]
+    if options.baseline_src is not None:
+        found.append(UnderTest(options.baseline_label, options.baseline_src))
+    return found
 
 
 def knows_parallel(env: dict[str, str]) -> bool:
@@ -201,36 +226,65 @@ def env_for_start(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def start_servers(
-    stack: contextlib.ExitStack, options: Options, model: Path, run_dir: Path
-) -> tuple[Target, Target | None, str, list[str]]:
-    """Portway and llama-cpp-python's server; the catalogue used, and notes."""
-    notes: list[str] = []
-    env = portway_env(options)
+def start_portway(
+    stack: contextlib.ExitStack, options: Options, which: UnderTest, model: Path, run_dir: Path
+) -> tuple[Target, str, list[str]]:
+    """One Portway: its target, its catalogue entry and notes."""
+    env = which.env()
+    notes = []
     parallel = knows_parallel(env)
     if not parallel:
-        notes.append("The Portway under test has no `parallel` setting: served as it is.")
+        notes.append(f"{which.name} has no `parallel` setting: served as it is.")
     entry = catalog(options, model, parallel)
     with env_for_start(env):
-        portway = stack.enter_context(servers.portway(run_dir / "portway", entry))
-    name = f"{PORTWAY} ({options.label})"
-    portway_target = Target(name, portway.base_url, portway.token, "gemma-bench", portway.pid)
+        server = servers.portway(run_dir / f"portway-{which.label}", entry)
+        stack.enter_context(server)
+    target = Target(which.name, server.base_url, server.token, "gemma-bench", server.pid)
+    return target, entry, notes
+
+
+def start_llama_server(
+    stack: contextlib.ExitStack, options: Options, model: Path, run_dir: Path
+) -> Target:
+    """llama-cpp-python's server, as Portway's llama.cpp settings and sampling."""
     llama = servers.llama_cpp_server(
         model, threads=options.threads, n_ctx=options.ctx, log_dir=run_dir
     )
     # Its default interrupts the running stream when another request arrives.
     llama.command += ["--interrupt_requests", "false"]
-    try:
-        stack.enter_context(llama)
-    except RuntimeError as exc:
-        notes.append(f"{LLAMA_SERVER} left out: {str(exc).splitlines()[0]}")
-        return portway_target, None, entry, notes
+    stack.enter_context(llama)
     # Its defaults add top-k 40, min-p 0.05 and repeat penalty 1.1: off, as Portway.
     neutral = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
-    llama_target = Target(
-        LLAMA_SERVER, llama.base_url, "none", "gemma", llama.pid, neutral, usage=False
-    )
-    return portway_target, llama_target, entry, notes
+    return Target(LLAMA_SERVER, llama.base_url, "none", "gemma", llama.pid, neutral, usage=False)
+
+
+@dataclass
+class Servers:
+    portways: list[Target]
+    llama_server: Target | None
+    entries: dict[str, str]
+    """Each Portway's catalogue entry, by name."""
+    notes: list[str]
+
+    @property
+    def targets(self) -> list[Target]:
+        return [*self.portways, *([self.llama_server] if self.llama_server else [])]
+
+
+def start_servers(
+    stack: contextlib.ExitStack, options: Options, model: Path, run_dir: Path
+) -> Servers:
+    started = Servers([], None, {}, [])
+    for which in under_test(options):
+        target, entry, notes = start_portway(stack, options, which, model, run_dir)
+        started.portways.append(target)
+        started.entries[target.name] = entry
+        started.notes += notes
+    try:
+        started.llama_server = start_llama_server(stack, options, model, run_dir)
+    except RuntimeError as exc:
+        started.notes.append(f"{LLAMA_SERVER} left out: {str(exc).splitlines()[0]}")
+    return started
 
 
 # --------------------------------------------------------------------------- measuring
@@ -289,7 +343,7 @@ def measure_ceiling(bench: Bench) -> None:
         for streams in o.streams:
             for _ in range(o.repetitions):
                 prompts = [prompt_tokens(bench.llama, text) for text in bench.fresh(streams)]
-                run = bench.attempt(f"ceiling {streams}", run_ceiling, ctx, prompts, o.tokens)
+                run = bench.attempt(f"ceiling {streams}", _ceiling, bench, ctx, prompts)
                 if run is not None:
                     bench.results.ceiling.setdefault(streams, []).append(run)
                     log(
@@ -298,9 +352,16 @@ def measure_ceiling(bench: Bench) -> None:
                     )
 
 
+def _ceiling(bench: Bench, context: Any, prompts: list[list[int]]) -> Any:
+    watch = CpuWatch(bench.own).start()
+    run = run_ceiling(context, prompts, bench.options.tokens)
+    return replace(run, foreign_cores=watch.foreign_cores())
+
+
 def _in_process(bench: Bench, text: str, seed: int) -> Any:
     s = bench.sampling
-    return in_process_stream(
+    watch = CpuWatch(bench.own).start()
+    run = in_process_stream(
         bench.llama,
         text,
         tokens=bench.options.tokens,
@@ -311,6 +372,7 @@ def _in_process(bench: Bench, text: str, seed: int) -> Any:
             "logit_bias": dict.fromkeys(s.end_tokens, -100.0),
         },
     )
+    return replace(run, foreign_cores=watch.foreign_cores())
 
 
 def _over_http(bench: Bench, target: Target, text: str) -> Any:
@@ -319,18 +381,20 @@ def _over_http(bench: Bench, target: Target, text: str) -> Any:
             target, [text], max_tokens=bench.options.tokens, sampling=bench.sampling, own=bench.own
         )
     )
-    return report.stream_run(run.completions[0], run.observed.server_cpu)
+    return report.stream_run(run.completions[0], run.observed)
 
 
-def measure_single(bench: Bench, portway: Target) -> None:
+def measure_single(bench: Bench, portways: Sequence[Target]) -> None:
     log("2/7. single stream: in-process and Portway, interleaved")
     for index in range(bench.options.single_runs):
         text = bench.fresh(1)[0]
-        for name in rotated([report.IN_PROCESS, portway.name], index):
-            if name == report.IN_PROCESS:
+        for target in rotated([None, *portways], index):
+            if target is None:
+                name = report.IN_PROCESS
                 run = bench.attempt(name, _in_process, bench, text, index)
             else:
-                run = bench.attempt(name, _over_http, bench, portway, text)
+                name = target.name
+                run = bench.attempt(name, _over_http, bench, target, text)
             if run is not None:
                 bench.results.single.setdefault(name, []).append(run)
                 log(f"  {name}: {run.decode_rate:.1f} tok/s, TTFT {run.ttft * 1000:.0f} ms")
@@ -387,7 +451,7 @@ def measure_interference(bench: Bench, targets: Sequence[Target]) -> None:
     o = bench.options
     log(f"6. interference: one {o.long_tokens}-token request, {o.short_requests} short ones")
     for repetition in range(o.repetitions):
-        long_text, *shorts = bench.fresh(1 + o.short_requests)
+        long_text, *shorts = bench.fresh(1 + 2 * o.short_requests)
         for target in rotated(targets, repetition):
             run = bench.attempt(
                 f"{target.name}, interference",
@@ -395,7 +459,8 @@ def measure_interference(bench: Bench, targets: Sequence[Target]) -> None:
                 interference(
                     target,
                     long_text,
-                    shorts,
+                    shorts[: o.short_requests],
+                    shorts[o.short_requests :],
                     long_tokens=o.long_tokens,
                     short_tokens=o.short_tokens,
                     sampling=bench.sampling,
@@ -458,41 +523,43 @@ def completion_notes(results: report.Results, options: Options) -> list[str]:
 # --------------------------------------------------------------------------- main
 
 
-def measure(options: Options, model: Path, run_dir: Path) -> tuple[report.Results, str]:
+def measure(options: Options, model: Path, run_dir: Path) -> tuple[report.Results, dict[str, str]]:
     settings = GenerationSettings(
         model=model, threads=options.threads, n_ctx=2048, tokens=options.tokens
     )
     llama = load_llama(settings)
     results = report.Results()
+    entries: dict[str, str] = {}
     try:
         sampling = Sampling(end_tokens=end_of_generation_tokens(llama))
         bench = Bench(options, llama, sampling, results, own=[os.getpid()])
         measure_ceiling(bench)
         with contextlib.ExitStack() as stack:
-            portway, llama_server, entry, notes = start_servers(stack, options, model, run_dir)
-            results.notes += notes
-            targets = [portway, *([llama_server] if llama_server else [])]
+            started = start_servers(stack, options, model, run_dir)
+            results.notes += started.notes
+            entries = started.entries
+            targets = started.targets
             bench.own += [target.pid for target in targets]
             warm_up(bench, targets)
-            measure_single(bench, portway)
+            measure_single(bench, started.portways)
             measure_concurrent(bench, targets)
             measure_conversations(bench, targets)
             measure_interference(bench, targets)
     finally:
         llama.close()
     results.notes += completion_notes(results, options)
-    return results, entry
+    return results, entries
 
 
-def code_under_test(options: Options) -> str:
+def code_under_test(which: UnderTest) -> str:
     """The commit (and whether it has changes) of the Portway code being served."""
-    where = options.portway_src or REPO / "src"
+    where = which.src or REPO / "src"
     git = ["git", "-C", str(where)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
     )
-    label = commit.stdout.strip() or "unknown"
+    label = commit.stdout.strip() or "not a git checkout"
     return f"{label}{' + uncommitted changes' if dirty.stdout.strip() else ''} ({where})"
 
 
@@ -502,12 +569,10 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="batching-", dir=options.work_dir))
     log(f"work dir {run_dir}")
     model = ensure_default_gguf(options.work_dir / "shared")
-    results, entry = measure(options, model, run_dir)
+    results, entries = measure(options, model, run_dir)
     rows = [list(row) for row in machine().rows()]
-    rows += [
-        ["Portway code", code_under_test(options)],
-        ["llama.cpp threads", str(options.threads)],
-    ]
+    rows += [[f"{which.name} code", code_under_test(which)] for which in under_test(options)]
+    rows += [["llama.cpp threads", str(options.threads)]]
     settings = report.Settings(
         label=options.label,
         streams=options.streams,
@@ -519,7 +584,10 @@ def main() -> None:
         short_tokens=options.short_tokens,
         short_requests=options.short_requests,
         repetitions=options.repetitions,
-        portway_catalog="; ".join(entry.split("[[models]]\n", 1)[1].splitlines()),
+        catalogs={
+            name: "; ".join(entry.split("[[models]]\n", 1)[1].splitlines())
+            for name, entry in entries.items()
+        },
     )
     reference = (
         LLAMA_SERVER if any(name == LLAMA_SERVER for _, name in results.concurrent) else None

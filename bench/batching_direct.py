@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class CeilingRun:
     tokens: int
     """Tokens per sequence (the first comes from the prompt's logits)."""
     cpu_seconds: float
+    foreign_cores: float = math.nan
+    """Other processes' load meanwhile (CPUs), when measured."""
 
     @property
     def rate(self) -> float:
@@ -192,6 +195,8 @@ class StreamRun:
     tokens: int
     cpu_seconds: float
     """CPU of the process doing the generation (here: this one; over HTTP: the server)."""
+    foreign_cores: float = math.nan
+    """Other processes' load meanwhile (CPUs), when measured."""
 
     @property
     def rate(self) -> float:

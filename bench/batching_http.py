@@ -310,20 +310,22 @@ def median_seconds(completions: Sequence[Completion]) -> float:
 async def interference(
     target: Target,
     long_text: str,
-    short_texts: Sequence[str],
+    alone_texts: Sequence[str],
+    behind_texts: Sequence[str],
     *,
     long_tokens: int,
     short_tokens: int,
     sampling: Sampling,
     own: Sequence[int],
 ) -> Interference:
-    """The short requests alone (together), then one long request and, once its
-    first token has arrived, the same short requests."""
+    """The short requests alone (sent together), then one long request and, once
+    its first token has arrived, as many short requests again (other prompts of the
+    same length, so that none finds its prompt cached)."""
     client = client_for(target)
     async with client:
         observer = Observer(target, own)
 
-        def short(origin: float) -> list[Any]:
+        def short(texts: Sequence[str], origin: float) -> list[Any]:
             return [
                 stream(
                     client,
@@ -334,10 +336,10 @@ async def interference(
                     seed_offset=index,
                     origin=origin,
                 )
-                for index, text in enumerate(short_texts)
+                for index, text in enumerate(texts)
             ]
 
-        alone = await asyncio.gather(*short(time.perf_counter()))
+        alone = await asyncio.gather(*short(alone_texts, time.perf_counter()))
         long_started = asyncio.Event()
         origin = time.perf_counter()
         long_task = asyncio.create_task(
@@ -353,6 +355,6 @@ async def interference(
             )
         )
         await long_started.wait()
-        behind = await asyncio.gather(*short(time.perf_counter()))
+        behind = await asyncio.gather(*short(behind_texts, time.perf_counter()))
         long = await long_task
         return Interference(target.name, list(alone), long, list(behind), observer.finish())

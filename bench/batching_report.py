@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batching_direct import CeilingRun, StreamRun
-from batching_http import Completion, ConcurrentRun, Conversation, Interference
+from batching_http import Completion, ConcurrentRun, Conversation, Interference, Observed
 from common import median, percentile
 from report import split_sections, table
 
@@ -35,7 +35,10 @@ streams' tokens over the time from the first request sent to the last stream's e
 process's user + system seconds over the measurement, per token generated; "other
 load" is what processes outside the benchmark used meanwhile (in CPUs): on a
 shared machine that slows every llama.cpp step, so compare rows of one run only.
-Each run below is one label (`--label`); a later run with the same label replaces it."""
+`--baseline-src DIR` serves a second Portway from another checkout's `src` in the
+same run (e.g. the code before the batching engine: `git archive <commit> src | tar
+-x -C DIR/..`), so before and after share the machine's conditions. Each run below
+is one label (`--label`); a later run with the same label replaces it."""
 
 
 def _num(value: float, digits: int = 1) -> str:
@@ -67,14 +70,15 @@ class Results:
         return median([run.rate for run in self.concurrent.get((streams, name), [])])
 
 
-def stream_run(completion: Completion, server_cpu: float) -> StreamRun:
+def stream_run(completion: Completion, observed: Observed) -> StreamRun:
     """A single HTTP stream as a ``StreamRun`` (times from its request)."""
     return StreamRun(
         ttft=completion.ttft,
         seconds=completion.last - completion.sent,
         first_to_last=completion.last - completion.first,
         tokens=completion.tokens,
-        cpu_seconds=server_cpu,
+        cpu_seconds=observed.server_cpu,
+        foreign_cores=observed.foreign_cores,
     )
 
 
@@ -92,6 +96,7 @@ def ceiling_table(results: Results) -> str:
                 _num(median([r.decode_rate for r in runs])),
                 _num(median([r.prompt_seconds for r in runs]) * 1000, 0),
                 _num(1000 * sum(r.cpu_seconds for r in runs) / tokens, 2),
+                _num(max(r.foreign_cores for r in runs), 2),
             ]
         )
     header = [
@@ -100,6 +105,7 @@ def ceiling_table(results: Results) -> str:
         "tokens/s (decode steps only)",
         "prompt evaluation ms",
         "CPU ms/token",
+        "other load",
     ]
     return table(header, rows)
 
@@ -156,6 +162,7 @@ def single_table(results: Results) -> str:
                 _num(median([r.ttft for r in runs]) * 1000, 0),
                 _ratio(rate / reference) if name != IN_PROCESS else "1 (reference)",
                 _num(1000 * sum(r.cpu_seconds for r in runs) / tokens, 2),
+                _num(max(r.foreign_cores for r in runs), 2),
             ]
         )
     header = [
@@ -165,6 +172,7 @@ def single_table(results: Results) -> str:
         "TTFT ms",
         "vs in-process",
         "CPU ms/token",
+        "other load",
     ]
     return table(header, rows)
 
@@ -245,7 +253,8 @@ class Settings:
     short_tokens: int
     short_requests: int
     repetitions: int
-    portway_catalog: str
+    catalogs: dict[str, str]
+    """Each Portway's catalogue entry, by name."""
 
 
 def settings_text(s: Settings) -> str:
@@ -255,9 +264,9 @@ def settings_text(s: Settings) -> str:
         f"(medians; TTFT percentiles over every stream of every repetition). Multi-turn: "
         f"{s.turns} turns of {s.turn_tokens} tokens each. Interference: one request of "
         f"{s.long_tokens} tokens, and once its first token has arrived {s.short_requests} "
-        f"requests of {s.short_tokens} tokens; their completion times against the same "
-        f"{s.short_requests} requests sent together without it. Portway's catalogue entry: "
-        f"`{s.portway_catalog}`."
+        f"requests of {s.short_tokens} tokens; their completion times against "
+        f"{s.short_requests} such requests (other prompts) sent together without it. "
+        + " ".join(f"{name}'s catalogue entry: `{entry}`." for name, entry in s.catalogs.items())
     )
 
 
