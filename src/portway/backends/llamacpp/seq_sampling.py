@@ -19,7 +19,11 @@ few vocabulary-sized arrays per token:
 * a grammar (``constraint``) then sets the logits it forbids to -inf in the
   batch row itself, before the native chain copies the row.
 
-Otherwise ``sample`` is one native call. The grammar is not advanced here: the
+Otherwise ``sample`` is one native call, except greedy decoding without penalties:
+its chain would copy the whole row into a candidate array to take its maximum,
+so the bias is added to the row in place and numpy takes the argmax (the first
+maximum, as llama.cpp's greedy sampler does): the same token for a tenth of the
+cost, and no native chain at all. The grammar is not advanced here: the
 engine calls ``constraint.accept(token)`` for each sampled token it keeps (not
 for an end-of-turn token), before the sequence's next ``sample``, since
 ``accept`` tells the engine when the grammar is complete and raises when it is
@@ -94,17 +98,20 @@ class SequenceSampler:
         self._constraint = constraint
         self._token_fields = token_fields
         self._top_logprobs = sampling.top_logprobs if sampling.logprobs else -1
-        self._reads_row = sampling.logprobs or constraint is not None
-        chain = native_chain(sampling, n_vocab, penalty_window)
+        self._argmax = _plain_greedy(sampling)
+        self._bias = _bias_arrays(sampling.logit_bias) if self._argmax else None
+        self._reads_row = self._argmax or sampling.logprobs or constraint is not None
+        chain = None if self._argmax else native_chain(sampling, n_vocab, penalty_window)
         self._chain = chain
-        self._free = weakref.finalize(self, llama_cpp.llama_sampler_free, chain)
+        self._free = weakref.finalize(self, _free_chain, chain)
 
     def sample(self, ctx: Any, output_index: int) -> tuple[int, TokenLogprob | None]:
         """Samples the next token from the logits of batch row ``output_index``
         (``llama_get_logits_ith(ctx, output_index)``) and records it for the
         penalties; returns it with its ``TokenLogprob`` when logprobs were asked
-        for (the model's own, before bias and mask). The grammar mask is applied
-        to that row in place; the engine advances the grammar (module docstring).
+        for (the model's own, before bias and mask). The row may be changed in
+        place (the grammar mask, greedy's bias): the engine must not read it
+        afterwards. The engine advances the grammar (see the module docstring).
         """
         if not self._free.alive:
             raise RuntimeError("sample() on a closed SequenceSampler")
@@ -116,7 +123,7 @@ class SequenceSampler:
         logprobs = llama_cpp.Llama.logits_to_logprobs(logits) if self._top_logprobs >= 0 else None
         if self._constraint is not None:
             self._constraint(None, logits)
-        token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, output_index))
+        token = self._choose(ctx, output_index, logits)
         return token, None if logprobs is None else self._logprob(token, logprobs)
 
     def close(self) -> None:
@@ -126,6 +133,14 @@ class SequenceSampler:
     @property
     def closed(self) -> bool:
         return not self._free.alive
+
+    def _choose(self, ctx: Any, output_index: int, logits: Any) -> int:
+        if not self._argmax:
+            return int(llama_cpp.llama_sampler_sample(self._chain, ctx, output_index))
+        if self._bias is not None:
+            token_ids, offsets = self._bias
+            logits[token_ids] += offsets
+        return int(np.argmax(logits))
 
     def _logprob(self, token: int, logprobs: Any) -> TokenLogprob:
         fields = self._token_fields
@@ -145,6 +160,25 @@ def native_chain(sampling: SamplingParams, n_vocab: int, penalty_window: int) ->
     for stage in _stages(sampling, n_vocab, penalty_window):
         llama_cpp.llama_sampler_chain_add(chain, stage)
     return chain
+
+
+def _plain_greedy(sampling: SamplingParams) -> bool:
+    penalised = sampling.presence_penalty or sampling.frequency_penalty
+    return sampling.temperature <= 0 and not penalised
+
+
+def _bias_arrays(bias: Mapping[int, float]) -> tuple[Any, Any] | None:
+    """Token ids and their offsets (float32, as llama.cpp adds them); None if none."""
+    if not bias:
+        return None
+    token_ids = np.fromiter(bias.keys(), dtype=np.intp, count=len(bias))
+    offsets = np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
+    return token_ids, offsets
+
+
+def _free_chain(chain: Any) -> None:
+    if chain is not None:
+        llama_cpp.llama_sampler_free(chain)
 
 
 def _stages(sampling: SamplingParams, n_vocab: int, penalty_window: int) -> list[Any]:

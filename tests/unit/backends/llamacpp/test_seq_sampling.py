@@ -146,6 +146,8 @@ def test_other_seeds_draw_other_tokens(seq: OneSequence) -> None:
         {"seed": 6, "temperature": 0.8, "top_p": 0.9},
         {"seed": 7, "presence_penalty": 1.5, "frequency_penalty": 1.0},
         {"seed": 8, "logit_bias": {506: 5.0, 496: -100.0}},
+        {"temperature": 0.0, "logit_bias": {506: 5.0, 496: -100.0}},
+        {"temperature": 0.0, "logit_bias": {506: 2.0}, "presence_penalty": 1.0},
     ],
 )
 def test_tokens_are_those_llama_generate_samples_from_the_same_logits(
@@ -319,11 +321,12 @@ class OnlyTheseTokens:
         return False
 
 
-def test_a_mask_forbids_tokens_and_logprobs_ignore_it(seq: OneSequence) -> None:
+@pytest.mark.parametrize("temperature", [1.5, 0.0])
+def test_a_mask_forbids_tokens_and_logprobs_ignore_it(seq: OneSequence, temperature: float) -> None:
     allowed = [236764, 506, 496, 107]
     mask = OnlyTheseTokens(allowed, seq.n_vocab)
     masked = SequenceSampler(
-        SamplingParams(seed=9, temperature=1.5, logprobs=True, top_logprobs=2),
+        SamplingParams(seed=9, temperature=temperature, logprobs=True, top_logprobs=2),
         n_vocab=seq.n_vocab,
         constraint=cast(GrammarMask, mask),
         token_fields=fields,
