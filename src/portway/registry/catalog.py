@@ -12,6 +12,7 @@ path = "models/qwen3-0.6b.gguf" # relative to this file
 context_length = 4096           # tokens per request (per slot); default: trained, at most 8192
 parallel = 4                    # requests generated at once (slots); default 4
 default_max_tokens = 1024       # completion bound for requests without max_tokens; default: none
+gpu_layers = -1                 # layers on the GPU (CUDA build of llama-cpp-python); default 0
 threads = 2
 chat_template = "gemma"         # or Jinja source; default: the GGUF's own
 aliases = ["qwen"]
@@ -112,6 +113,8 @@ class LlamaCppSpec(BaseSpec):
     max_queue: int = Field(default=32, ge=0)
     parallel: int | None = Field(default=None, ge=1, le=256)
     default_max_tokens: int | None = Field(default=None, ge=1)
+    gpu_layers: int = Field(default=0, ge=-1)
+    """Layers offloaded to the GPU on a CUDA build of llama-cpp-python (-1: all)."""
 
 
 class ScriptedSpec(BaseSpec):

@@ -102,7 +102,10 @@ class LlamaCppBackend(ChatBackend):
     more are refused with ``Overloaded``. ``default_max_tokens`` bounds completions
     of requests without ``max_tokens``. ``extra_buffer_types`` (llama.cpp weight
     repacking / AMX) defaults to off on CPUs advertising AMX, on elsewhere.
-    ``prefix_reuse`` lets a request reuse a slot's cached prompt prefix;
+    ``prefix_reuse`` lets a request reuse a slot's cached prompt prefix (off by
+    default: on this llama.cpp, evaluating the last k tokens of a cached prompt
+    does not always give the logits evaluating it whole gives, so the same seed
+    could write other text; see ``prefix``);
     ``prefill_chunk`` bounds the prompt tokens one request evaluates per step
     while others generate. ``n_gpu_layers`` offloads layers on a GPU build.
     ``model_name`` is the name used in error messages (default: the file's stem).
@@ -130,7 +133,7 @@ class LlamaCppBackend(ChatBackend):
         model_name: str | None = None,
         parallel: int | None = None,
         default_max_tokens: int | None = None,
-        prefix_reuse: bool = True,
+        prefix_reuse: bool = False,
         prefill_chunk: int | None = None,
         n_gpu_layers: int = 0,
     ) -> None:

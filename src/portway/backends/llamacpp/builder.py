@@ -33,6 +33,7 @@ def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
         model_name=spec.reference,
         parallel=spec.parallel,
         default_max_tokens=spec.default_max_tokens,
+        n_gpu_layers=spec.gpu_layers,
     )
     version = version_id("llamacpp", file_sha256(path), spec.chat_template, spec.context_length)
     return backend, version

@@ -41,7 +41,7 @@ import llama_cpp
 
 from portway.backends.base import Delta, SamplingParams
 from portway.backends.llamacpp.admission import FairQueue
-from portway.backends.llamacpp.interim_sampler import SequenceSampler
+from portway.backends.llamacpp.seq_sampling import SequenceSampler
 from portway.backends.llamacpp.slots import Slot, SlotTable
 from portway.backends.llamacpp.worker import OutputModel, TokenOutput
 from portway.constrain.runtime import GrammarMask
@@ -264,10 +264,23 @@ class Engine:
                 return
             self._queue.pop()
             if not all(job.cancel.is_set() for job in jobs):
-                self._start(jobs)
+                self._start_or_fail(jobs)
+
+    def _start_or_fail(self, jobs: list[Job]) -> None:
+        try:
+            self._start(jobs)
+        except Exception as exc:
+            log.exception("could not start a generation")
+            for sequence in [s for s in self._running if s.job in jobs]:
+                if sequence in self._running:
+                    self._end(sequence)
+            for job in jobs:
+                job.emit(exc)
 
     def _start(self, jobs: list[Job]) -> None:
         prompt = jobs[0].prompt
+        if not self._running and not self._prefix_reuse:
+            self._clear_cache()
         if self._prefix_reuse:
             slot, shared = self._slots.take_best(prompt)
         else:
@@ -288,6 +301,14 @@ class Engine:
         if not leader.pending:
             self._fork(leader)
 
+    def _clear_cache(self) -> None:
+        """Empties the whole cache, so a request admitted alone finds the cells it
+        would find after a restart: where its keys and values lie changes how
+        llama.cpp sums attention, so the same seed could otherwise write other text."""
+        llama_cpp.llama_memory_clear(self._memory, False)
+        for slot in self._slots.slots:
+            slot.tokens.clear()
+
     def _keep_prefix(self, slot: Slot, length: int) -> int:
         """Cuts the slot's cache to its first ``length`` tokens; the length kept
         (0 when llama.cpp refuses the cut or the cache does not hold them all)."""
@@ -305,7 +326,11 @@ class Engine:
         return length
 
     def _add(self, job: Job, slot: Slot) -> _Sequence:
-        sequence = _Sequence(job, slot, self._model)
+        try:
+            sequence = _Sequence(job, slot, self._model)
+        except Exception:
+            self._slots.release(slot)
+            raise
         self._running.append(sequence)
         return sequence
 
