@@ -298,7 +298,9 @@ def report(
         "the sampler's own cost. The rest is llama.cpp's chain, which reads the whole "
         "262,144-token row at every step (a candidate array copied from it, a softmax and "
         "draw over it; top-p below 1 sorts it whenever its top 256 tokens hold less than "
-        "p of the mass), as `Llama.generate` did. Logprobs (a log-softmax over the row) "
+        "p of the mass), as `Llama.generate` did; greedy decoding without penalties "
+        "skips it (numpy's argmax over the row, with the bias added in place, picks the "
+        "same token). Logprobs (a log-softmax over the row) "
         "and a grammar (llguidance's mask, unpacked and applied with numpy) are the "
         "Python steps, paid only by requests that ask for them.",
         "",
