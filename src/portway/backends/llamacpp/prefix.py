@@ -1,30 +1,37 @@
-"""Exact prefix reuse: how many of a sequence's cached tokens a new prompt may keep.
+"""Prefix reuse: how many of a sequence's cached tokens a new prompt may keep.
 
-Why reuse gave wrong logits on Gemma 3
---------------------------------------
-Gemma 3 has sliding-window attention (SWA): most of its layers attend only to the
-last ``n_swa`` positions (512 for the 270M). llama.cpp gives those layers their own
-small KV cache (``n_swa`` plus one micro-batch of cells, e.g. 1024 cells with
-``n_ubatch=512``, 768 with 64) unless the context is made with ``swa_full``. Once a
-sequence outgrows that cache, its oldest cells are overwritten: the SWA layers no
-longer hold positions below ``llama_memory_seq_pos_min``; the full-attention layers
-still hold everything from position 0.
+Why reuse was turned off: two causes
+------------------------------------
+1. Evaluation shape. On llama.cpp's CPU kernels a token's logits depend on how many
+   rows its micro-batch holds: with weight repacking (``use_extra_bufts``, on by
+   default on CPUs without AMX), evaluating the last token of a prompt alone gives
+   logits up to ~0.4 away from evaluating it inside the whole prompt, and without
+   repacking micro-batches of 2 to 5 rows still differ that much from one whole
+   batch (small float differences flip the int8 rounding of quantized
+   activations, and that grows through the layers). llama-cpp-python's
+   ``Llama.generate``, given a prompt it has wholly cached, cuts one token and
+   evaluates it alone: with repacking on, other logits, so the same seed wrote
+   other text. That was the report that turned reuse off; Gemma's sliding window
+   was not the cause there (``Llama()`` leaves llama.cpp's default ``swa_full``
+   on, so nothing was evicted). No choice of kept length removes this: the same
+   holds for a request batched with others. Greedy output survives it (the
+   differences rarely change the most likely token); seeded sampling at a
+   temperature does not, with reuse as with batching.
 
-Rewinding such a sequence with ``llama_memory_seq_rm(mem, seq, n, -1)`` succeeds
-(it returns true: nothing is refused and no stale cell is left behind), but when
-``n`` lies inside the evicted part, the SWA cache is left empty or with a gap, and
-the next ``llama_decode`` at position ``n`` silently attends to too few tokens in
-those layers. llama-cpp-python 0.3.36's ``Llama.generate`` reuses the common prefix
-of the previous call's tokens that way, checking only the return value. After one
-long generation (over ~1,000 tokens, e.g. a request without ``max_tokens``), the
-next request for the same prompt (wholly cached: it rewinds to the prompt's last
-token) or for one sharing a short prefix decoded with the SWA layers blind:
-different logits, other text under the same seed.
+2. Sliding-window eviction. Gemma 3 has sliding-window attention (SWA): most
+   layers attend only to the last ``n_swa`` positions (512 for the 270M). Without
+   ``swa_full``, llama.cpp gives those layers a small cache (``n_swa`` plus one
+   micro-batch of cells, rounded up: 1024 with ``n_ubatch`` 512, 768 with 64) and
+   overwrites a sequence's oldest cells once it outgrows it. The SWA layers then no
+   longer hold positions below ``llama_memory_seq_pos_min``. Cutting such a
+   sequence with ``llama_memory_seq_rm(mem, seq, n, -1)`` still returns true (no
+   refusal, no stale cell), but when ``n`` lies inside the evicted part the next
+   ``llama_decode`` silently attends to too few tokens in those layers: logits
+   off by tens. That is wrong, not noise, and the rule below prevents it.
 
-Within the window, reuse is bit-exact: with the cells present, the logits after
-keeping a prefix and evaluating the rest equal those of evaluating the whole prompt
-afresh (tests/unit/backends/llamacpp/test_prefix_reuse.py shows both, on Gemma 3
-and on a model without SWA).
+tests/unit/backends/llamacpp/test_prefix_reuse.py shows both: greedy tokens after
+keeping what the rule allows equal those of a fresh evaluation on Gemma 3 and on a
+model without SWA, and a cut into evicted cells gives other logits.
 
 The rule
 --------
