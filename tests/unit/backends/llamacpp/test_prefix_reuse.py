@@ -1,14 +1,13 @@
-"""Prefix reuse leaves greedy output unchanged, at llama.cpp's low-level API and
-through the backend, on two models: the embedded
-Gemma 3 270M (sliding-window attention, ``n_swa`` 512) and a tiny random llama
-without SWA (tests/tiny_gguf.py).
+"""Prefix reuse leaves greedy output unchanged, at llama.cpp's low-level API on two
+models, the embedded Gemma 3 270M (sliding-window attention, ``n_swa`` 512) and a
+tiny random llama without SWA (tests/tiny_gguf.py), and through the backend.
 
 Each case compares greedy tokens continuing a prompt evaluated in an empty
 sequence with those continuing the same prompt after keeping the cached prefix
 ``reusable_length`` allows and evaluating only the rest. The contexts are made the
 way that loses most: no ``swa_full`` and a small micro-batch, so Gemma's
 sliding-window layers keep only 768 cells per sequence and an 800-token sequence
-has already lost its oldest ones. The last test shows why the rule is needed:
+has already lost its oldest ones. One test shows why the rule is needed:
 reusing a prefix whose cells fell out of that cache is accepted by llama.cpp and
 gives other logits. (Logits themselves may differ in small ways with the number of
 rows evaluated together, on CPU kernels; see ``prefix``. Greedy tokens are compared.)
