@@ -6,6 +6,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.e2e.cluster import cluster_flags, scratch_postgres_url
 from tests.e2e.server import Server
 
 GEMMA = "google/gemma/models/gemma-3-270m"
@@ -53,3 +54,16 @@ def bob_token(server: Server) -> str:
 @pytest.fixture
 def fresh_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A scratch PostgreSQL database for one test, dropped afterwards."""
+    with scratch_postgres_url() as url:
+        yield url
+
+
+@pytest.fixture
+def cluster_args() -> tuple[str, ...]:
+    """The flags that join a test's own cluster on the machine's Redis and NATS."""
+    return cluster_flags()

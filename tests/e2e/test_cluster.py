@@ -6,10 +6,8 @@ cannot share state fails with a message that says why."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,53 +20,16 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.cluster import NATS_URL
 from tests.e2e.conftest import SCRIPTED
 from tests.e2e.server import SCRIPTED_CATALOG, Server, free_port
-from tests.services import require_service
-from tests.unit.cluster.services import (
-    NATS_URL,
-    REDIS_URL,
-    closed_port,
-    cluster_name,
-    require_redis_and_nats,
-)
+from tests.unit.cluster.services import closed_port
 
-POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CATALOG = "default_model = false\n" + SCRIPTED_CATALOG
 """Scripted models only: a process without the embedded model stays light."""
 WORKER_PID = re.compile(r"Started server process \[(\d+)\]")
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A scratch PostgreSQL database for one test, dropped afterwards."""
-    import asyncpg
-
-    name = f"portway_cluster_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES.replace("+asyncpg", ""), timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        require_service("postgresql", False, repr(exc))
-    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def cluster_args() -> tuple[str, ...]:
-    """The flags that join a test's own cluster on the machine's Redis and NATS."""
-    require_redis_and_nats()
-    return ("--redis-url", REDIS_URL, "--nats-url", NATS_URL, "--cluster-name", cluster_name())
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ real ``portway runner`` attached to one and the ``openai`` client at the other."
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import signal
 import socket
 import threading
@@ -23,11 +20,7 @@ import pytest
 from tests.e2e.ledger import wait_for_rows
 from tests.e2e.runners import SLOW_MODEL, Runner, model_folder
 from tests.e2e.server import Server, free_port
-from tests.services import require_service
 
-POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("PORTWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-NATS_URL = os.environ.get("PORTWAY_TEST_NATS_URL", "nats://127.0.0.1:4222")
 CATALOG = """
 default_model = false
 default_embedding_model = false
@@ -42,49 +35,13 @@ MODEL = "alice/runners/models/slow"
 HI: Any = [{"role": "user", "content": "hello there runner"}]
 
 
-def _reachable(url: str) -> str | None:
-    """Why the service at ``url`` (scheme://host:port) cannot be reached, or None."""
-    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError as exc:
-        return f"{url}: {exc}"
-    return None
-
-
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A scratch PostgreSQL database for one test, dropped afterwards."""
-    import asyncpg
-
-    name = f"portway_e2e_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        require_service("PostgreSQL", False, repr(exc))
-    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def pair(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Server, Server]]:
+def pair(
+    tmp_path: Path, postgres_url: str, cluster_args: tuple[str, ...]
+) -> Iterator[tuple[Server, Server]]:
     """Processes A and B of one cluster (A made the first admin; B shares its token)."""
-    for name, url in (("Redis", REDIS_URL), ("NATS", NATS_URL)):
-        reason = _reachable(url)
-        require_service(name, reason is None, reason or "")
-    flags: tuple[str, ...] = ("--redis-url", REDIS_URL, "--nats-url", NATS_URL)
-    flags += ("--cluster-name", f"test-{secrets.token_hex(4)}")
-    a = Server(tmp_path / "a", CATALOG, database_url=postgres_url, args=flags).start()
-    b = Server(tmp_path / "b", CATALOG, database_url=postgres_url, args=flags)
+    a = Server(tmp_path / "a", CATALOG, database_url=postgres_url, args=cluster_args).start()
+    b = Server(tmp_path / "b", CATALOG, database_url=postgres_url, args=cluster_args)
     b.admin_token = a.admin_token
     try:
         b.start()

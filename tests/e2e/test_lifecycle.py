@@ -3,12 +3,8 @@ graceful shutdown that finishes in-flight work and loses no usage, PostgreSQL.""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +13,6 @@ import pytest
 
 from tests.e2e.ledger import usage_rows
 from tests.e2e.server import TOKEN_LINE, Server
-from tests.services import require_service
 
 SLOW = "portway/test/models/slow"
 CATALOG = """
@@ -33,7 +28,6 @@ script = ["one", " two", " three", " four", " five", " six", " seven", " eight"]
 delay = 0.25
 """
 HELLO = [{"role": "user", "content": "count"}]
-POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def test_restart_keeps_tokens_versions_and_prints_the_token_once(fresh_dir: Path) -> None:
@@ -77,29 +71,6 @@ def test_graceful_shutdown_finishes_in_flight_stream(fresh_dir: Path, sig: int) 
     assert [(row.status, row.completion_tokens) for row in rows] == [("completed", 8)]
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.base_url + "/health")
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A scratch PostgreSQL database for one test, dropped afterwards."""
-    import asyncpg
-
-    name = f"portway_e2e_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        require_service("postgresql", False, repr(exc))
-    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.postgres

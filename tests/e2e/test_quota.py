@@ -5,9 +5,7 @@ next request, and exact limits across two processes sharing Redis."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +14,14 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.cluster import NATS_URL, REDIS_URL, cluster_name, require_redis_and_nats
 from tests.e2e.conftest import SCRIPTED
 from tests.e2e.server import SCRIPTED_CATALOG, Server
-from tests.services import require_service
 
 HELLO = [{"role": "user", "content": "Hello"}]
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
-POSTGRES = os.environ.get("PORTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("PORTWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CATALOG = "default_model = false\ndefault_embedding_model = false\n" + SCRIPTED_CATALOG
 """Scripted models only: quick to start."""
-NATS = os.environ.get("PORTWAY_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 @pytest.fixture(scope="module")
@@ -153,40 +148,6 @@ def test_usage_read_back_matches_the_command(server: Server) -> None:
 # ------------------------------------------------------------------ two processes
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    import asyncpg
-
-    name = f"portway_quota_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        require_service("postgresql", False, repr(exc))
-    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _reachable(url: str, default_port: int) -> tuple[bool, str]:
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname, parts.port or default_port), 2).close()
-    except OSError as exc:
-        return False, f"{url}: {exc!r}"
-    return True, ""
-
-
 async def _fire(servers: list[Server], token: str, count: int) -> list[int]:
     clients = [
         openai.AsyncOpenAI(base_url=s.base_url + "/v1", api_key=token, max_retries=0, timeout=120)
@@ -213,11 +174,10 @@ async def _fire(servers: list[Server], token: str, count: int) -> list[int]:
 def test_limits_hold_exactly_across_two_processes(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, url, port in (("Redis", REDIS, 6379), ("NATS", NATS, 4222)):
-        require_service(name, *_reachable(url, port))
-    monkeypatch.setenv("PORTWAY_REDIS_URL", REDIS)
-    monkeypatch.setenv("PORTWAY_NATS_URL", NATS)
-    monkeypatch.setenv("PORTWAY_CLUSTER_NAME", f"quota-test-{secrets.token_hex(6)}")
+    require_redis_and_nats()  # given through the environment, as an operator may
+    monkeypatch.setenv("PORTWAY_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("PORTWAY_NATS_URL", NATS_URL)
+    monkeypatch.setenv("PORTWAY_CLUSTER_NAME", cluster_name())
     servers = [
         Server(tmp_path / name, CATALOG, database_url=postgres_url).start() for name in ("a", "b")
     ]
