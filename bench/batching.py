@@ -283,7 +283,7 @@ def start_servers(
     try:
         started.llama_server = start_llama_server(stack, options, model, run_dir)
     except RuntimeError as exc:
-        started.notes.append(f"{LLAMA_SERVER} left out: {str(exc).splitlines()[0]}")
+        started.notes.append(f"{LLAMA_SERVER} left out: {(str(exc).splitlines() or [''])[0]}")
     return started
 
 
@@ -318,7 +318,8 @@ class Bench:
         try:
             result = measurement(*args, **kwargs)
         except Exception as exc:  # reported, and the run goes on
-            note = f"{what} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            note = f"{what} failed: {type(exc).__name__}: {first_line}"
             self.results.notes.append(note)
             log(f"! {note}")
             return None
@@ -331,10 +332,14 @@ def rotated(items: Sequence[Any], index: int) -> list[Any]:
     return [*items[start:], *items[:start]]
 
 
+def ceiling_shape(options: Options) -> tuple[int, int]:
+    """The ceiling context's sequence slots, and cells per slot."""
+    return max(N_SEQ_MAX, *options.streams), -(-(PROMPT_TOKENS + options.tokens) // 256) * 256
+
+
 def measure_ceiling(bench: Bench) -> None:
     o = bench.options
-    n_seq_max = max(N_SEQ_MAX, *o.streams)
-    slot = -(-(PROMPT_TOKENS + o.tokens) // 256) * 256
+    n_seq_max, slot = ceiling_shape(o)
     log(f"1. batched-decode ceiling: n_seq_max {n_seq_max}, {slot} cells per sequence")
     with batched_context(
         bench.llama, n_seq_max=n_seq_max, slot_tokens=slot, threads=o.threads
@@ -584,6 +589,10 @@ def main() -> None:
         short_tokens=options.short_tokens,
         short_requests=options.short_requests,
         repetitions=options.repetitions,
+        ceiling_context=(
+            "n_seq_max {}, {} KV cells per sequence, flash attention off (as "
+            "llama-cpp-python's `Llama`), every prompt in one batch".format(*ceiling_shape(options))
+        ),
         catalogs={
             name: "; ".join(entry.split("[[models]]\n", 1)[1].splitlines())
             for name, entry in entries.items()

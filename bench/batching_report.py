@@ -255,12 +255,14 @@ class Settings:
     repetitions: int
     catalogs: dict[str, str]
     """Each Portway's catalogue entry, by name."""
+    ceiling_context: str
 
 
 def settings_text(s: Settings) -> str:
     return (
         f"Streams {', '.join(map(str, s.streams))}; prompts of {s.prompt_tokens} tokens; "
-        f"{s.tokens} tokens per stream; {s.repetitions} repetition(s) of each measurement "
+        f"{s.tokens} tokens per stream; ceiling context: {s.ceiling_context}; "
+        f"{s.repetitions} repetition(s) of each measurement "
         f"(medians; TTFT percentiles over every stream of every repetition). Multi-turn: "
         f"{s.turns} turns of {s.turn_tokens} tokens each. Interference: one request of "
         f"{s.long_tokens} tokens, and once its first token has arrived {s.short_requests} "
