@@ -19,17 +19,18 @@ few vocabulary-sized arrays per token:
 * a grammar (``constraint``) then sets the logits it forbids to -inf in the
   batch row itself, before the native chain copies the row.
 
-Otherwise ``sample`` is one native call, except greedy decoding without penalties:
-its chain would copy the whole row into a candidate array to take its maximum,
-so the bias is added to the row in place and numpy takes the argmax (the first
-maximum, as llama.cpp's greedy sampler does): the same token for about half the
-cost (bench/sampling_cost.py), and no native chain at all. The grammar is not advanced here: the
-engine calls ``constraint.accept(token)`` for each sampled token it keeps (not
-for an end-of-turn token), before the sequence's next ``sample``, since
-``accept`` tells the engine when the grammar is complete and raises when it is
-broken. ``close`` frees the native chain (a vocabulary-sized buffer, about 3 MB
-for Gemma's 262k tokens); a sampler dropped without ``close`` is freed when
-collected.
+Otherwise ``sample`` is one native call, except greedy decoding without
+penalties: its chain would copy the whole row into a candidate array to take its
+maximum, so the bias is added to the row in place and numpy takes the argmax (the
+first maximum, as llama.cpp's greedy sampler does): the same token for about half
+the cost (``bench/sampling_cost.py``), and no native chain at all.
+
+The grammar is not advanced here: the engine calls ``constraint.accept(token)``
+for each sampled token it keeps (not for an end-of-turn token), before the
+sequence's next ``sample``, since ``accept`` tells the engine when the grammar is
+complete and raises when it is broken. ``close`` frees the native chain (a
+vocabulary-sized buffer, about 3 MB for Gemma's 262k tokens); a sampler dropped
+without ``close`` is freed when collected.
 """
 
 from __future__ import annotations
