@@ -84,8 +84,7 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
         runner_hub = RunnerHub(registry, store)
         await runner_hub.restore()
         app.state.runner_hub = runner_hub
-        prefix = settings.cluster_name + ":limits:"
-        limiter = Limiter(store, enforcer_for(settings.redis_url, prefix))
+        limiter = Limiter(store, enforcer_for(app.state.cluster))
         app.state.services = deps.Services(
             settings=settings,
             authenticator=Authenticator(store),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from portway.auth.principal import Principal
+from portway.cluster import Cluster, SharedCluster
 from portway.errors import PortwayError
 from portway.limits.errors import QuotaExceeded, RateLimited
 from portway.limits.headers import duration, rate_headers, retry_after
@@ -181,12 +182,13 @@ def refusal(admission: Admission, outcome: Outcome, headers: dict[str, str]) -> 
     return RateLimited(kind, message, headers)
 
 
-def enforcer_for(redis_url: str | None, prefix: str) -> Enforcer:
-    """Redis's enforcer under ``prefix`` with a Redis URL, else this process's memory."""
-    if redis_url is None:
+def enforcer_for(cluster: Cluster) -> Enforcer:
+    """Counting in the cluster's Redis, on its connection and under its
+    ``NAME:limits:`` keys, when other processes share it; else in this process's memory."""
+    if not isinstance(cluster, SharedCluster):
         from portway.limits.memory import MemoryEnforcer
 
         return MemoryEnforcer()
     from portway.limits.shared import RedisEnforcer
 
-    return RedisEnforcer.from_url(redis_url, prefix)
+    return RedisEnforcer(cluster.redis, cluster.key("limits") + ":")

@@ -2,7 +2,9 @@
 
 Each admission and each settlement is one Lua script (:mod:`portway.limits.lua`),
 so concurrent requests on any number of processes are never over-admitted. Keys
-live under ``prefix`` (default ``portway:limits:``) and lapse on their own.
+live under ``prefix`` (the cluster's ``NAME:limits:``) and lapse on their own.
+The Redis client is the caller's (the cluster's connection, one pool per
+process): the enforcer never closes it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from portway.limits.model import (
     Usage,
     Verdict,
 )
-
-DEFAULT_PREFIX = "portway:limits:"
 
 
 class LimitsUnavailable(PortwayError):
@@ -47,15 +47,11 @@ def _none(value: int | None) -> int:
 class RedisEnforcer:
     """The :class:`~portway.limits.memory.MemoryEnforcer` algorithm, in Redis."""
 
-    def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, client: Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
         self._admit = client.register_script(lua.ADMIT)
         self._settle = client.register_script(lua.SETTLE)
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisEnforcer:
-        return cls(Redis.from_url(url), prefix)
 
     def _keys(self, admission: Admission, check: Check) -> list[str]:
         base = self._prefix + check.key
@@ -118,4 +114,4 @@ class RedisEnforcer:
             raise LimitsUnavailable(type(exc).__name__) from exc
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Nothing to release: the client is the cluster's, closed with it."""

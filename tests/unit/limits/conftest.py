@@ -49,3 +49,4 @@ async def enforcer(request: pytest.FixtureRequest) -> AsyncIterator[Enforcer]:
     finally:
         await drop_prefix(client, prefix)
         await found.close()
+        await client.aclose()
