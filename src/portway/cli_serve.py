@@ -13,6 +13,19 @@ from portway.settings import Settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _metrics_address(value: str | None) -> str | None:
+    """``--metrics-address`` as given, once it is HOST:PORT (else a usage error)."""
+    if value is None:
+        return None
+    from portway.metrics.http import parse_address
+
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 _OPTIONS = (
     click.option(
         "--workers",
@@ -39,6 +52,7 @@ _OPTIONS = (
     ),
     click.option(
         "--metrics-address",
+        callback=lambda _ctx, _param, value: _metrics_address(value),
         help="HOST:PORT serving /metrics without a token (else /metrics is on the API "
         "port, behind an admin token).",
     ),
