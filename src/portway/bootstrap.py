@@ -1,10 +1,12 @@
-"""First start on a fresh data dir: an admin user and a token, printed once."""
+"""First start on a fresh data dir: an admin user and a token, printed once (by
+one process, when several start together on a fresh database)."""
 
 from __future__ import annotations
 
 import sys
 
-from portway.auth.issue import issue_token
+from portway.auth import tokens
+from portway.auth.issue import check_scopes
 from portway.registry.catalog import DEFAULT_APP, DEFAULT_MODEL, DEFAULT_USER
 from portway.settings import Settings
 from portway.store import Store
@@ -36,10 +38,17 @@ async def ensure_first_admin(store: Store, settings: Settings, model: str | None
     """On a fresh database: create the admin, print its token and a snippet that
     uses ``model`` (a chat model the server serves; default: the embedded one)."""
     if await store.count_users():
-        return
-    token, _ = await issue_token(
-        store, ADMIN, scopes=("inference", "admin"), admin_user=True, name="first start"
+        return  # the usual start: no lock taken
+    token = tokens.generate()
+    made = await store.create_first_admin(
+        ADMIN,
+        token_hash=tokens.digest(token),
+        last4=token[-4:],
+        scopes=check_scopes(("inference", "admin")),
+        token_name="first start",
     )
+    if made is None:
+        return  # another process starting with this one made it
     model = model or f"{DEFAULT_USER}/{DEFAULT_APP}/models/{DEFAULT_MODEL}"
     text = SNIPPET.format(user=ADMIN, token=token, base=settings.public_base_url, model=model)
     sys.stdout.write(text)

@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.cluster import NATS_URL
 from tests.e2e.conftest import SCRIPTED
-from tests.e2e.server import SCRIPTED_CATALOG, Server, free_port
+from tests.e2e.server import SCRIPTED_CATALOG, TOKEN_LINE, Server, free_port
 from tests.unit.cluster.services import closed_port
 
 CATALOG = "default_model = false\n" + SCRIPTED_CATALOG
@@ -101,6 +101,9 @@ def test_three_processes_start_at_once_and_share_tokens(
     ]
     start_together(servers)  # one migrates the fresh database, the others wait for it
     a, b, c = servers
+    printed = [token for server in servers for token in TOKEN_LINE.findall(server.log_text())]
+    assert len(printed) == 1  # one process made the first admin; the others found it
+    assert a.cli("pat", "list").stdout.count("\tadmin\t") == 1
     admin = admin_token(servers)
     token, token_id = create_token(a, admin)
     for server in servers:

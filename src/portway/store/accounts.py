@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from portway.store.engine import Database, require_aware, utc_now
+from portway.store.engine import Database, require_aware, take_turns, utc_now
 from portway.store.records import TokenInfo, User
 from portway.store.tables import api_tokens, users
 
@@ -38,6 +38,49 @@ def _token(row: RowMapping) -> TokenInfo:
         last4=row[api_tokens.c.last4],
         token_hash=bytes(row[api_tokens.c.token_hash]),
         name=row[api_tokens.c.name],
+    )
+
+
+def _new_token(
+    user_id: int,
+    token_hash: bytes,
+    last4: str,
+    scopes: Sequence[str],
+    expires_at: datetime | None,
+    name: str,
+) -> dict[str, Any]:
+    """The row of a new token (see :meth:`Accounts.create_token` for what it checks)."""
+    if len(token_hash) != TOKEN_HASH_BYTES:
+        raise ValueError(f"token_hash must be {TOKEN_HASH_BYTES} bytes, got {len(token_hash)}")
+    if isinstance(scopes, str):
+        raise TypeError("scopes must be a sequence of scope names, not a string")
+    require_aware(expires_at, "expires_at")
+    return {
+        "id": "tok_" + secrets.token_hex(12),
+        "user_id": user_id,
+        "token_hash": bytes(token_hash),
+        "last4": last4,
+        "scopes": list(scopes),
+        "created_at": utc_now(),
+        "expires_at": expires_at,
+        "revoked_at": None,
+        "name": name,
+    }
+
+
+def _token_info(values: dict[str, Any], owner: User) -> TokenInfo:
+    """What :meth:`Accounts.create_token` returns for the row ``values`` it stored."""
+    expires_at = values["expires_at"]
+    return TokenInfo(
+        id=values["id"],
+        user=owner,
+        scopes=tuple(values["scopes"]),
+        created_at=values["created_at"],
+        expires_at=None if expires_at is None else expires_at.astimezone(UTC),
+        revoked_at=None,
+        last4=values["last4"],
+        token_hash=values["token_hash"],
+        name=values["name"],
     )
 
 
@@ -72,6 +115,23 @@ class Accounts(Database):
             row = result.one_or_none()
         return None if row is None else _user(row._mapping)
 
+    async def create_first_admin(
+        self, name: str, *, token_hash: bytes, last4: str, scopes: Sequence[str], token_name: str
+    ) -> TokenInfo | None:
+        """On a database without users: create the admin ``name`` and its first
+        token, and return the token; else None. Atomic across processes: of
+        servers starting together on a fresh database, exactly one gets a token."""
+        async with self._write() as conn:
+            await take_turns(conn)
+            if (await conn.execute(select(func.count()).select_from(users))).scalar_one():
+                return None
+            values = {"name": name, "is_admin": True, "created_at": utc_now()}
+            await conn.execute(insert(users).values(values))
+            owner = (await conn.execute(select(users).where(users.c.name == name))).one()
+            token = _new_token(owner.id, token_hash, last4, scopes, None, token_name)
+            await conn.execute(insert(api_tokens).values(token))
+        return _token_info(token, _user(owner._mapping))
+
     async def count_users(self) -> int:
         """How many users exist."""
         async with self._read() as conn:
@@ -97,22 +157,7 @@ class Accounts(Database):
         Raises ``ValueError`` if the user does not exist, the hash is malformed
         or already stored, or ``expires_at`` is naive.
         """
-        if len(token_hash) != TOKEN_HASH_BYTES:
-            raise ValueError(f"token_hash must be {TOKEN_HASH_BYTES} bytes, got {len(token_hash)}")
-        if isinstance(scopes, str):
-            raise TypeError("scopes must be a sequence of scope names, not a string")
-        require_aware(expires_at, "expires_at")
-        values: dict[str, Any] = {
-            "id": "tok_" + secrets.token_hex(12),
-            "user_id": user_id,
-            "token_hash": bytes(token_hash),
-            "last4": last4,
-            "scopes": list(scopes),
-            "created_at": utc_now(),
-            "expires_at": expires_at,
-            "revoked_at": None,
-            "name": name,
-        }
+        values = _new_token(user_id, token_hash, last4, scopes, expires_at, name)
         async with self._write() as conn:
             found = await conn.execute(select(users).where(users.c.id == user_id))
             owner = found.one_or_none()
@@ -122,17 +167,7 @@ class Accounts(Database):
                 await conn.execute(insert(api_tokens).values(values))
             except IntegrityError as exc:
                 raise ValueError("a token with this hash already exists") from exc
-        return TokenInfo(
-            id=values["id"],
-            user=_user(owner._mapping),
-            scopes=tuple(scopes),
-            created_at=values["created_at"],
-            expires_at=None if expires_at is None else expires_at.astimezone(UTC),
-            revoked_at=None,
-            last4=last4,
-            token_hash=token_hash,
-            name=name,
-        )
+        return _token_info(values, _user(owner._mapping))
 
     async def find_token(self, token_hash: bytes) -> TokenInfo | None:
         """The token whose hash is ``token_hash``, revoked or expired ones

@@ -34,7 +34,8 @@ from portway.private import private_dir, private_file
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-# Key for pg_advisory_xact_lock around migrations: "portway" in ASCII.
+# Key for pg_advisory_xact_lock around migrations and the first admin's
+# creation: "portway" in ASCII.
 _PG_MIGRATION_LOCK = 0x706F727477617900
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -159,11 +160,17 @@ async def migrate(engine: AsyncEngine) -> None:
     with ``BEGIN IMMEDIATE`` for the same effect (``Store.open`` does).
     """
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-            )
+        await take_turns(conn)
         await conn.run_sync(_upgrade_to_head)
+
+
+async def take_turns(conn: AsyncConnection) -> None:
+    """Make the transaction on ``conn`` wait until no other process is migrating
+    or making the first admin, and hold them off until it ends: on PostgreSQL the
+    migrations' advisory lock; on SQLite a write transaction (``BEGIN
+    IMMEDIATE``) already excludes every other writer."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
 
 
 # --------------------------------------------------------------------------- base
