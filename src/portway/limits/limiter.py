@@ -1,13 +1,16 @@
 """The limiter: a principal's limits, read from the store (trusted for 2 seconds,
 like tokens), checked by an enforcer (in memory, or Redis across processes), and
-each admitted request settled with the tokens its ledger rows counted."""
+each admitted request settled with the tokens its ledger rows counted. While
+requests are in flight, a task renews their concurrency slots every
+``RENEW_SECONDS`` (one enforcer call for all of them), so that a slot outlives
+its short lease only while its process lives."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from portway.auth.principal import Principal
@@ -15,7 +18,16 @@ from portway.cluster import Cluster, SharedCluster
 from portway.errors import PortwayError
 from portway.limits.errors import QuotaExceeded, RateLimited
 from portway.limits.headers import duration, rate_headers, retry_after
-from portway.limits.model import Admission, Check, Limits, Outcome, Periods, Ticket, Verdict
+from portway.limits.model import (
+    RENEW_SECONDS,
+    Admission,
+    Check,
+    Limits,
+    Outcome,
+    Periods,
+    Ticket,
+    Verdict,
+)
 from portway.store import Store
 from portway.store.limits import LIMIT_COLUMNS, LimitRow
 
@@ -29,6 +41,8 @@ class Enforcer(Protocol):
     async def admit(self, admission: Admission) -> Outcome: ...
 
     async def settle(self, admission: Admission, tokens: int, *, first: bool) -> None: ...
+
+    async def renew(self, admissions: Sequence[Admission], now_ms: int) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -47,14 +61,19 @@ class Limiter:
         *,
         clock: Callable[[], float] = time.time,
         cache_seconds: float = CACHE_SECONDS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._enforcer = enforcer
         self._clock = clock
+        self._sleep = sleep
         self._cache_seconds = cache_seconds
         self._cache: dict[tuple[int, str], tuple[float, tuple[Check, ...]]] = {}
         self._seeded: set[str] = set()
         self._late: set[asyncio.Task[None]] = set()
+        self._live: dict[str, Ticket] = {}
+        """Admitted and not finished, by request id: the slots to renew."""
+        self._renewer: asyncio.Task[None] | None = None
 
     async def checks(self, who: Principal) -> tuple[Check, ...]:
         """The token's and its user's limits that limit anything (cached)."""
@@ -91,7 +110,30 @@ class Limiter:
         headers = rate_headers(checks, outcome.usage)
         if outcome.verdict is not Verdict.ADMITTED:
             raise refusal(admission, outcome, headers)
-        return Ticket(admission, outcome, headers=headers)
+        ticket = Ticket(admission, outcome, headers=headers)
+        self._hold(ticket)
+        return ticket
+
+    def _hold(self, ticket: Ticket) -> None:
+        """Renew ``ticket``'s slots until it is finished."""
+        self._live[ticket.admission.request_id] = ticket
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_while_held())
+
+    async def _renew_while_held(self) -> None:
+        while self._live:
+            await self._sleep(RENEW_SECONDS)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Hold every in-flight request's slots for another lease: one enforcer call."""
+        if not self._live:
+            return
+        admissions = [ticket.admission for ticket in self._live.values()]
+        try:
+            await self._enforcer.renew(admissions, int(self._clock() * 1000))
+        except PortwayError as exc:
+            log.warning("limits: %d slots not renewed: %s", len(admissions), exc)
 
     async def _seeds(self, check: Check, periods: Periods) -> tuple[int | None, int | None]:
         """The ledger's tokens of this day and month, the first time this process
@@ -127,6 +169,7 @@ class Limiter:
         if ticket.finished:
             return
         ticket.finished = True
+        self._live.pop(ticket.admission.request_id, None)
         await self._settle(ticket, ticket.used, first=True)
 
     async def _settle(self, ticket: Ticket, tokens: int, *, first: bool) -> None:
@@ -136,6 +179,9 @@ class Limiter:
             log.warning("limits: request %s not settled: %s", ticket.admission.request_id, exc)
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         if self._late:
             await asyncio.gather(*self._late, return_exceptions=True)
         await self._enforcer.close()

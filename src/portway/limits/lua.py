@@ -3,7 +3,8 @@
 Each check (subject) passes seven keys: its requests (a sorted set of request ids
 by admission time), its tokens (a sorted set likewise, a hash of each request's
 tokens and their running sum), its in-flight slots (a sorted set by lapse time),
-and its day's and month's budget counters. The algorithm is
+and its day's and month's budget counters. A slot lapses ``lease`` ms after
+its admission or its last renewal (:data:`RENEW`). The algorithm is
 :class:`portway.limits.memory.MemoryEnforcer`'s, step for step.
 """
 
@@ -116,6 +117,23 @@ for i = 1, n do
 end
 return answer(0, 0, 0)
 """
+
+RENEW = """
+local lapse, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local at = 3
+for i = 1, #KEYS do
+  local count = tonumber(ARGV[at])
+  for j = 1, count do
+    redis.call('ZADD', KEYS[i], 'XX', lapse, ARGV[at + j])
+  end
+  at = at + count + 1
+  redis.call('PEXPIRE', KEYS[i], lease)
+end
+return 1
+"""
+"""Each key an in-flight sorted set, followed in ARGV by how many of its request
+ids to renew and the ids: each one still held lapses at ``lapse`` now (one that
+was freed or lapsed is not brought back)."""
 
 SETTLE = """
 local rid, tokens, first = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'

@@ -8,10 +8,10 @@ event loop.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from portway.limits.model import (
-    LEASE_MS,
     WINDOW_MS,
     Admission,
     Check,
@@ -19,6 +19,11 @@ from portway.limits.model import (
     Usage,
     Verdict,
 )
+
+HELD_MS = 15 * 60_000
+"""How long a slot is held if nothing frees it. Slots here live and die with the
+process that holds them, so they need no renewal; this only bounds a slot a bug
+left behind."""
 
 
 @dataclass
@@ -92,7 +97,7 @@ class MemoryEnforcer:
             found.requests.append(now)
             found.tokens[admission.request_id] = [now, admission.estimate]
             found.token_sum += admission.estimate
-            found.in_flight[admission.request_id] = now + LEASE_MS
+            found.in_flight[admission.request_id] = now + HELD_MS
         return Outcome(Verdict.ADMITTED, 0, 0, tuple(found.usage(now) for found in windows))
 
     def _seed(self, admission: Admission, index: int, check: Check) -> None:
@@ -138,6 +143,9 @@ class MemoryEnforcer:
                 self._budgets[day] = self._budgets.get(day, 0) + tokens
             if check.limits.tokens_per_month is not None:
                 self._budgets[month] = self._budgets.get(month, 0) + tokens
+
+    async def renew(self, admissions: Sequence[Admission], now_ms: int) -> None:
+        """Nothing to renew: these slots die with their process."""
 
     async def close(self) -> None:
         return None

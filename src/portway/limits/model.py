@@ -15,8 +15,12 @@ from enum import IntEnum
 
 WINDOW_MS = 60_000
 """The sliding window of requests and tokens per minute."""
-LEASE_MS = 15 * 60_000
-"""How long a concurrency slot is held if its process never frees it (it died)."""
+LEASE_MS = 60_000
+"""How long a concurrency slot in Redis is held past its admission or last renewal:
+a process that dies stops renewing, and its slots free within this."""
+RENEW_SECONDS = 20.0
+"""How often a process renews the slots of its requests in flight (a third of
+the lease: one missed renewal loses nothing)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ process): the enforcer never closes it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -52,6 +53,7 @@ class RedisEnforcer:
         self._prefix = prefix
         self._admit = client.register_script(lua.ADMIT)
         self._settle = client.register_script(lua.SETTLE)
+        self._renew = client.register_script(lua.RENEW)
 
     def _keys(self, admission: Admission, check: Check) -> list[str]:
         base = self._prefix + check.key
@@ -106,6 +108,20 @@ class RedisEnforcer:
                 int(check.limits.tokens_per_month is not None),
             ]
         await self._run(self._settle, keys, args)
+
+    async def renew(self, admissions: Sequence[Admission], now_ms: int) -> None:
+        """Hold the concurrency slots of ``admissions`` (requests still in flight)
+        for another lease from ``now_ms``, in one call; freed ones stay freed."""
+        held: dict[str, list[str]] = {}
+        for admission in admissions:
+            for check in admission.checks:
+                held.setdefault(self._keys(admission, check)[4], []).append(admission.request_id)
+        if not held:
+            return
+        args: list[Any] = [now_ms + LEASE_MS, LEASE_MS]
+        for ids in held.values():
+            args += [len(ids), *ids]
+        await self._run(self._renew, list(held), args)
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
