@@ -10,8 +10,10 @@ model = "qwen3-0.6b"
 backend = "llamacpp"            # or "scripted" (a canned-text model for tests)
 path = "models/qwen3-0.6b.gguf" # relative to this file
 context_length = 4096           # tokens per request (per slot); default: trained, at most 8192
-parallel = 4                    # requests generated at once (slots); default 4
+parallel = 4                    # slots generating at once; default: cores/2 in 4-8, 16 on a GPU
 default_max_tokens = 1024       # completion bound for requests without max_tokens; default: none
+prefill_chunk = 64              # prompt tokens per step beside running requests; unit of reuse
+prefix_reuse = true             # reuse a slot's cached prompt chunks (bit-exact); default true
 gpu_layers = -1                 # layers on the GPU (CUDA build of llama-cpp-python); default 0
 threads = 2
 chat_template = "gemma"         # or Jinja source; default: the GGUF's own
@@ -113,6 +115,9 @@ class LlamaCppSpec(BaseSpec):
     max_queue: int = Field(default=32, ge=0)
     parallel: int | None = Field(default=None, ge=1, le=256)
     default_max_tokens: int | None = Field(default=None, ge=1)
+    prefill_chunk: int = Field(default=64, ge=1, le=4096)
+    """Prompt tokens evaluated per step while others generate; the unit of reuse."""
+    prefix_reuse: bool = True
     gpu_layers: int = Field(default=0, ge=-1)
     """Layers offloaded to the GPU on a CUDA build of llama-cpp-python (-1: all)."""
 

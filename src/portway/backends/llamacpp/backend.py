@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import threading
 from collections.abc import (
     AsyncGenerator,
@@ -88,9 +89,15 @@ log = logging.getLogger(__name__)
 VISIBLE_MARKERS = TOOL_CALL_MARKERS + REASONING_MARKERS
 """Control tokens written out as text (see the module's docstring)."""
 
-DEFAULT_PARALLEL = 4
-"""Slots when none are configured: enough to batch a few users' streams on a CPU
-without a large KV cache (each slot holds ``context_length`` tokens)."""
+
+def default_parallel(n_gpu_layers: int) -> int:
+    """Slots when none are configured: 16 with layers on a GPU; on a CPU, half its
+    cores between 4 and 8 (decode steps there are bound by memory bandwidth, so a
+    few streams share a step almost for free, and each slot holds
+    ``context_length`` tokens of KV cache)."""
+    if n_gpu_layers != 0:
+        return 16
+    return min(8, max(4, (os.cpu_count() or 1) // 2))
 
 
 class LlamaCppBackend(ChatBackend):
@@ -102,12 +109,10 @@ class LlamaCppBackend(ChatBackend):
     more are refused with ``Overloaded``. ``default_max_tokens`` bounds completions
     of requests without ``max_tokens``. ``extra_buffer_types`` (llama.cpp weight
     repacking / AMX) defaults to off on CPUs advertising AMX, on elsewhere.
-    ``prefix_reuse`` lets a request reuse a slot's cached prompt prefix (off by
-    default: on this llama.cpp, evaluating the last k tokens of a cached prompt
-    does not always give the logits evaluating it whole gives, so the same seed
-    could write other text; see ``prefix``);
-    ``prefill_chunk`` bounds the prompt tokens one request evaluates per step
-    while others generate. ``n_gpu_layers`` offloads layers on a GPU build.
+    ``prefix_reuse`` (on by default) lets a request reuse the whole prompt chunks a
+    slot has cached: bit-exact, see ``engine``. ``prefill_chunk`` is the size of
+    those chunks: the most prompt tokens one request evaluates per step while
+    others generate. ``n_gpu_layers`` offloads layers on a GPU build.
     ``model_name`` is the name used in error messages (default: the file's stem).
     """
 
@@ -133,7 +138,7 @@ class LlamaCppBackend(ChatBackend):
         model_name: str | None = None,
         parallel: int | None = None,
         default_max_tokens: int | None = None,
-        prefix_reuse: bool = False,
+        prefix_reuse: bool = True,
         prefill_chunk: int | None = None,
         n_gpu_layers: int = 0,
     ) -> None:
@@ -146,7 +151,7 @@ class LlamaCppBackend(ChatBackend):
         self._extra_buffer_types = (
             not cpu_advertises_amx() if extra_buffer_types is None else extra_buffer_types
         )
-        self.parallel = parallel or DEFAULT_PARALLEL
+        self.parallel = parallel or default_parallel(n_gpu_layers)
         self.default_max_tokens = default_max_tokens
         self._prefix_reuse = prefix_reuse
         self._prefill_chunk = prefill_chunk
@@ -245,6 +250,11 @@ class LlamaCppBackend(ChatBackend):
         if self._engine is None:
             raise BackendError(f"The model '{self.model_name}' is not loaded.")
         return self._engine
+
+    def load(self) -> tuple[int, int]:
+        """Requests waiting for a slot and sequences generating (read by /metrics)."""
+        engine = self._engine
+        return (engine.waiting, engine.running) if engine is not None else (0, 0)
 
     # ------------------------------------------------------------------ tokens
 

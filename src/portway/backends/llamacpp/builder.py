@@ -33,6 +33,8 @@ def build_llamacpp(spec: LlamaCppSpec, data_dir: Path) -> Built:
         model_name=spec.reference,
         parallel=spec.parallel,
         default_max_tokens=spec.default_max_tokens,
+        prefill_chunk=spec.prefill_chunk,
+        prefix_reuse=spec.prefix_reuse,
         n_gpu_layers=spec.gpu_layers,
     )
     version = version_id("llamacpp", file_sha256(path), spec.chat_template, spec.context_length)

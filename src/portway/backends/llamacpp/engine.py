@@ -1,31 +1,42 @@
 """Continuous batching for one llama.cpp model: many generations, one context.
 
-One engine thread owns the context, made with ``parallel`` sequence slots (see
-``loading``). Each step it:
+One engine thread owns the context, made with ``parallel`` sequence slots, each
+with a KV cache of its own (see ``loading``). Each step it:
 
 1. drops cancelled sequences (their slot is free at once) and admits waiting
    requests into free slots, round-robin over users (``admission.FairQueue``);
-2. builds one ``llama_batch``: the next token of every generating sequence, then
-   prompt tokens of the sequences still evaluating their prompt, at most
-   ``prefill_chunk`` each while others generate (so a long prompt holds running
-   streams back by one chunk per step), at most ``n_batch`` in all;
-3. runs one ``llama_decode``;
-4. samples every sequence whose batch row got logits and hands what it produced
-   to the request's asyncio queue (``emit``: ``loop.call_soon_threadsafe``). The
-   engine never waits for a reader.
+2. runs one ``llama_decode`` holding the next token of every generating sequence;
+3. samples each of them and hands what it produced to the request's asyncio
+   queue (``emit``: ``loop.call_soon_threadsafe``). The engine never waits for
+   a reader;
+4. evaluates prompt chunks: one chunk while others generate (so a long prompt
+   holds running streams back by one chunk per step), up to ``n_batch`` tokens
+   of chunks when nothing generates.
 
-A slot keeps its tokens after its request ends: a new request takes the free slot
-sharing the longest prefix with its prompt, the rest of that slot's cache is
-removed, and only the new tokens are evaluated (always at least the last prompt
-token, whose logits start the generation). A cut that llama.cpp refuses, or a
-cache that does not hold the prefix from position 0, is not trusted: the slot is
-emptied and the whole prompt evaluated.
+Exact prefix reuse
+------------------
+On llama.cpp's CPU kernels a token's keys, values and logits depend on the shape
+of the micro-batch it was evaluated in (how many rows, which other rows; see
+``prefix``), so reusing a cache is exact only when the kept cells were computed
+as a fresh evaluation would compute them. The engine therefore evaluates every
+prompt the same way: in chunks of ``prefill_chunk`` tokens aligned at multiples
+of it from position 0, each chunk alone in its own ``llama_decode`` (never mixed
+with other sequences' rows), in a slot whose cache is its own (so where its cells
+lie does not depend on other slots). A slot records how many of its tokens were
+computed that way (whole chunks: ``Slot.canonical``); a new request takes the
+free slot sharing the longest such prefix with its prompt and keeps it, cut down
+to a multiple of the chunk, and below the prompt's last token. The rest, including
+the previous answer of a conversation (generated one row at a time), is evaluated
+again in the same chunks a fresh evaluation uses, so the logits that start the
+generation are bit-identical with and without reuse, and a request run alone gives
+the same tokens whatever ran before it. Tokens generated while batched with other
+sequences can differ from those generated alone (like llama.cpp's server, and
+OpenAI's own ``seed``, batching is best effort there).
 
 ``n`` choices of one prompt form a group admitted together: the first evaluates
-the prompt but its last token, its cache is copied to the others' slots
-(``llama_memory_seq_cp``: in a unified cache the cells are shared, not copied),
-and each then evaluates the last prompt token on its own row, so each choice
-samples from logits of its own.
+the prompt, its cache is copied whole to the others' slots
+(``llama_memory_seq_cp``) and every choice samples from the same logits of the
+last prompt token, each with its own sampler and seed.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from portway.backends.base import Delta, SamplingParams
 from portway.backends.llamacpp.admission import FairQueue
@@ -52,8 +64,11 @@ log = logging.getLogger(__name__)
 QueueItem = Delta | BaseException
 TokenFields = Callable[[int], tuple[str, tuple[int, ...]]]
 
-DEFAULT_PREFILL_CHUNK = 128
-"""Prompt tokens a sequence evaluates per step while other sequences generate."""
+DEFAULT_PREFILL_CHUNK = 64
+"""Prompt tokens per chunk: the most a prompt evaluates per step while other
+sequences generate, and the unit of prefix reuse (a reused prefix is a whole
+number of chunks, so up to ``DEFAULT_PREFILL_CHUNK - 1`` cached tokens are
+evaluated again)."""
 
 
 @dataclass(eq=False)
@@ -101,9 +116,6 @@ class _Sequence:
         self.slot = slot
         self.pending: list[int] = []
         self.in_prompt = True
-        self.samples = True
-        """Whether it samples once ``pending`` is evaluated (a group's first
-        sequence does not: its last prompt token waits for the copies)."""
         self.followers: list[_Sequence] = []
         self.leader: _Sequence | None = None
         self.sampler = SequenceSampler(
@@ -221,17 +233,31 @@ class Engine:
                 return False
             self._drop_cancelled()
             self._admit()
-        fed = self._fill_batch()
-        if not fed:
+        generating = [s for s in self._running if s.pending and not s.in_prompt]
+        prompting = [s for s in self._running if s.pending and s.in_prompt]
+        if not generating and not prompting:
             self._wake.wait()
             return True
-        status = llama_cpp.llama_decode(self._ctx, self._batch)
         self.stats.steps += 1
+        if generating:
+            self._decode([self._put(sequence, row, 1) for row, sequence in enumerate(generating)])
+        budget = self._prefill_chunk if generating else self._n_batch
+        for sequence in prompting:
+            if budget <= 0:
+                break
+            count = min(len(sequence.pending), self._prefill_chunk)
+            self._decode([self._put(sequence, 0, count)])
+            budget -= count
+        return True
+
+    def _decode(self, fed: list[_Fed]) -> None:
+        """One ``llama_decode`` of the rows ``fed`` wrote, then their sampling."""
+        self._batch.n_tokens = sum(item.count for item in fed)
+        status = llama_cpp.llama_decode(self._ctx, self._batch)
         if status != 0:
             self._fail([item.sequence for item in fed], status)
-            return True
+            return
         self._after_decode(fed)
-        return True
 
     def _shutdown(self) -> None:
         with self._lock:
@@ -279,35 +305,23 @@ class Engine:
 
     def _start(self, jobs: list[Job]) -> None:
         prompt = jobs[0].prompt
-        if not self._running and not self._prefix_reuse:
-            self._clear_cache()
         if self._prefix_reuse:
             slot, shared = self._slots.take_best(prompt)
         else:
             slot, shared = self._slots.take_least_useful(), 0
-        kept = self._keep_prefix(slot, min(shared, len(prompt) - 1))
+        kept = self._keep_prefix(slot, self._whole_chunks(min(shared, len(prompt) - 1)))
         self.stats.prompt_tokens_reused += kept
         self.stats.admitted.append(jobs[0].request_id)
         leader = self._add(jobs[0], slot)
-        if len(jobs) == 1:
-            leader.pending = prompt[kept:]
-            return
-        leader.pending, leader.samples = prompt[kept:-1], False
+        leader.pending = prompt[kept:]
         for job in jobs[1:]:
             follower = self._add(job, self._slots.take_least_useful())
             self._keep_prefix(follower.slot, 0)
             follower.leader = leader
             leader.followers.append(follower)
-        if not leader.pending:
-            self._fork(leader)
 
-    def _clear_cache(self) -> None:
-        """Empties the whole cache, so a request admitted alone finds the cells it
-        would find after a restart: where its keys and values lie changes how
-        llama.cpp sums attention, so the same seed could otherwise write other text."""
-        llama_cpp.llama_memory_clear(self._memory, False)
-        for slot in self._slots.slots:
-            slot.tokens.clear()
+    def _whole_chunks(self, length: int) -> int:
+        return length - length % self._prefill_chunk
 
     def _keep_prefix(self, slot: Slot, length: int) -> int:
         """Cuts the slot's cache to its first ``length`` tokens; the length kept
@@ -322,7 +336,7 @@ class Engine:
             if not (cut and held):
                 llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
                 length = 0
-        del slot.tokens[length:]
+        slot.cut(length)
         return length
 
     def _add(self, job: Job, slot: Slot) -> _Sequence:
@@ -334,17 +348,17 @@ class Engine:
         self._running.append(sequence)
         return sequence
 
-    def _fork(self, leader: _Sequence) -> None:
-        """Copies the leader's evaluated prompt to its followers; each then
-        evaluates the last prompt token itself."""
-        last = leader.job.prompt[-1]
-        for follower in leader.followers:
+    def _fork_to(self, leader: _Sequence, followers: list[_Sequence]) -> None:
+        """Copies the leader's evaluated prompt to its followers' slots (whole
+        caches: each slot's cache is its own)."""
+        for follower in followers:
+            llama_cpp.llama_memory_seq_rm(self._memory, follower.slot.seq_id, -1, -1)
             llama_cpp.llama_memory_seq_cp(
                 self._memory, leader.slot.seq_id, follower.slot.seq_id, -1, -1
             )
             follower.slot.tokens = list(leader.slot.tokens)
-            follower.pending, follower.leader = [last], None
-        leader.pending, leader.samples, leader.followers = [last], True, []
+            follower.slot.canonical = leader.slot.canonical
+            follower.leader = None
 
     def _end(self, sequence: _Sequence) -> None:
         """Frees the sequence's slot (its cache stays for reuse) and sampler; a
@@ -362,27 +376,10 @@ class Engine:
 
     # ------------------------------------------------------------------ a step
 
-    def _fill_batch(self) -> list[_Fed]:
-        batch, fed, used = self._batch, [], 0
-        generating = [s for s in self._running if s.pending and not s.in_prompt]
-        prompting = [s for s in self._running if s.pending and s.in_prompt]
-        for sequence in generating:
-            fed.append(self._put(sequence, used, 1))
-            used += 1
-        limit = self._prefill_chunk if generating else self._n_batch
-        for sequence in prompting:
-            count = min(len(sequence.pending), limit, self._n_batch - used)
-            if count <= 0:
-                break
-            fed.append(self._put(sequence, used, count))
-            used += count
-        batch.n_tokens = used
-        return fed
-
     def _put(self, sequence: _Sequence, start: int, count: int) -> _Fed:
         """Writes ``count`` pending tokens of ``sequence`` at batch row ``start``."""
         batch, position = self._batch, len(sequence.slot.tokens)
-        wants_logits = sequence.samples and count == len(sequence.pending)
+        wants_logits = count == len(sequence.pending)
         for offset in range(count):
             row = start + offset
             batch.token[row] = sequence.pending[offset]
@@ -394,16 +391,34 @@ class Engine:
 
     def _after_decode(self, fed: list[_Fed]) -> None:
         for item in fed:
-            sequence = item.sequence
+            sequence, slot = item.sequence, item.sequence.slot
             if sequence.in_prompt:
                 self.stats.prompt_tokens_evaluated += item.count
-            sequence.slot.tokens.extend(sequence.pending[: item.count])
+                if item.count == self._prefill_chunk and slot.canonical == len(slot.tokens):
+                    slot.canonical += item.count  # a whole chunk, evaluated alone
+            slot.tokens.extend(sequence.pending[: item.count])
             del sequence.pending[: item.count]
-            if not sequence.pending and not sequence.samples:
-                self._fork(sequence)
         for item in fed:
-            if item.row >= 0:
+            if item.row < 0:
+                continue
+            if item.sequence.followers:
+                self._sample_group(item.sequence, item.row)
+            else:
                 self._sample(item.sequence, item.row)
+
+    def _sample_group(self, leader: _Sequence, row: int) -> None:
+        """The choices of one prompt each sample from its last token's logits
+        (restored before each: a sampler may change them in place)."""
+        followers, leader.followers = leader.followers, []
+        self._fork_to(leader, followers)
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._model.n_vocab,)
+        )
+        original = logits.copy()
+        for index, sequence in enumerate([leader, *followers]):
+            if index:
+                logits[:] = original
+            self._sample(sequence, row)
 
     def _sample(self, sequence: _Sequence, row: int) -> None:
         job = sequence.job

@@ -2,8 +2,8 @@
 model and context parameters, the CPU check for AMX, its control tokens and its
 trained context.
 
-The context is made for batching: ``parallel`` sequences (slots) in one unified
-KV cache of ``parallel * n_ctx`` cells, so each slot may hold ``n_ctx`` tokens.
+The context is made for batching: ``parallel`` sequences (slots), each with a KV
+cache of ``n_ctx`` cells of its own (``parallel * n_ctx`` in all).
 Its sliding-window layers keep a full-size cache (``swa_full``): a cached prefix
 can then be cut at any position and reused, as a windowed cache prunes the cells
 that fell out of the window.
@@ -87,15 +87,17 @@ def _open(model_path: Path, n_ctx: int, options: _Options) -> Any:
 
 @contextlib.contextmanager
 def context_params(*, parallel: int) -> Iterator[None]:
-    """Lets ``Llama()`` make a context of ``parallel`` sequences sharing one KV
-    cache (llama-cpp-python has no arguments for ``n_seq_max`` and ``kv_unified``)."""
+    """Lets ``Llama()`` make a context of ``parallel`` sequences, each with a KV
+    cache of its own (llama-cpp-python has no arguments for ``n_seq_max`` and
+    ``kv_unified``): where a sequence's cells lie then does not depend on the
+    others, which keeps prefix reuse exact (see ``engine``)."""
     low_level = llama_cpp.llama_cpp
     original = low_level.llama_context_default_params
 
     def defaults() -> Any:
         params = original()
         params.n_seq_max = parallel
-        params.kv_unified = True
+        params.kv_unified = False
         return params
 
     with _PARAMS_PATCH_LOCK:

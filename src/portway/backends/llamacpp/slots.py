@@ -11,24 +11,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-
-def common_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
-    """How many leading tokens ``cached`` and ``prompt`` share."""
-    length = min(len(cached), len(prompt))
-    for index in range(length):
-        if cached[index] != prompt[index]:
-            return index
-    return length
+from portway.backends.llamacpp.prefix import common_prefix
 
 
 @dataclass
 class Slot:
-    """One sequence id; ``tokens`` are those in the cache at positions 0, 1, ..."""
+    """One sequence id; ``tokens`` are those in the cache at positions 0, 1, ...
+
+    ``canonical``: how many of them were evaluated exactly as a fresh evaluation
+    of a prompt starting with them would evaluate them (whole prompt chunks, see
+    ``engine``): only those may be reused.
+    """
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
     busy: bool = False
     last_used: int = 0
+    canonical: int = 0
+
+    def reusable(self) -> list[int]:
+        return self.tokens[: self.canonical]
+
+    def cut(self, length: int) -> None:
+        """Forgets the tokens from ``length`` on."""
+        del self.tokens[length:]
+        self.canonical = min(self.canonical, length)
 
 
 class SlotTable:
@@ -45,8 +52,8 @@ class SlotTable:
         """The free slot sharing the longest prefix with ``prompt`` (ties: the one
         used longest ago), marked busy, and the length of that shared prefix."""
         free = [slot for slot in self.slots if not slot.busy]
-        best = max(free, key=lambda slot: (common_prefix(slot.tokens, prompt), -slot.last_used))
-        return self._take(best), common_prefix(best.tokens, prompt)
+        best = max(free, key=lambda slot: (common_prefix(slot.reusable(), prompt), -slot.last_used))
+        return self._take(best), common_prefix(best.reusable(), prompt)
 
     def take_least_useful(self) -> Slot:
         """The free slot used longest ago, marked busy (its cache will be replaced)."""

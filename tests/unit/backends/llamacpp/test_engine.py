@@ -24,6 +24,8 @@ from portway.backends.llamacpp.slots import SlotTable, common_prefix
 from portway.errors import Overloaded
 
 N_CTX = 512
+CHUNK = 8
+"""A small prompt chunk, so that the short prompts here span several."""
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +41,7 @@ async def started(path: Path, **options: Any) -> LlamaCppBackend:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def backend(gguf_path: Path) -> AsyncIterator[LlamaCppBackend]:
-    model = await started(gguf_path, parallel=4, prefix_reuse=True)
+    model = await started(gguf_path, parallel=4, prefix_reuse=True, prefill_chunk=CHUNK)
     yield model
     await model.close()
 
@@ -112,12 +114,22 @@ def test_fair_queue_removes_matching_items() -> None:
 
 def test_slot_table_prefers_the_longest_shared_prefix_then_the_oldest() -> None:
     table = SlotTable(3)
-    table.slots[1].tokens = [1, 2, 3]
-    table.slots[2].tokens = [1, 2, 9]
+    table.slots[1].tokens, table.slots[1].canonical = [1, 2, 3], 3
+    table.slots[2].tokens, table.slots[2].canonical = [1, 2, 9], 3
     slot, shared = table.take_best([1, 2, 3, 4])
     assert (slot.seq_id, shared) == (1, 3)
     assert table.take_least_useful().seq_id == 0
     assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_only_tokens_evaluated_in_whole_chunks_are_offered_for_reuse() -> None:
+    table = SlotTable(2)
+    table.slots[0].tokens, table.slots[0].canonical = [1, 2, 3, 4], 2
+    table.slots[1].tokens = [1, 2, 3, 4]  # generated, or a partial chunk: not reusable
+    slot, shared = table.take_best([1, 2, 3, 4, 5])
+    assert (slot.seq_id, shared) == (0, 2)
+    slot.cut(1)
+    assert (slot.tokens, slot.canonical) == ([1], 1)
 
 
 # ------------------------------------------------------------------ the engine
@@ -167,25 +179,60 @@ async def test_a_finished_slot_is_reused_for_a_longer_prompt(
     prompt = backend._tokenize_prompt(second)
     await run(backend, GenerationRequest(second, SamplingParams(max_tokens=2, temperature=0)))
     cached = len(backend._tokenize_prompt(first))
-    assert stats.prompt_tokens_reused - reused >= cached - 1
-    assert stats.prompt_tokens_evaluated - evaluated == len(prompt) - (
-        stats.prompt_tokens_reused - reused
-    )
+    kept = stats.prompt_tokens_reused - reused
+    assert kept == cached - cached % CHUNK  # the first prompt's whole chunks
+    assert stats.prompt_tokens_evaluated - evaluated == len(prompt) - kept
 
 
-async def test_prefix_reuse_gives_the_same_greedy_output(
-    gguf_path: Path, no_end: dict[int, float]
-) -> None:
-    """The second run of a prompt reuses its cached prefix, yet writes the same."""
-    model = await started(gguf_path, parallel=1, prefix_reuse=True, extra_buffer_types=False)
+def conversation(turn: int) -> tuple[Message, ...]:
+    """A chat of ``turn`` user messages, each answered by a fixed assistant text."""
+    messages: list[Message] = []
+    for index in range(turn):
+        messages.append(Message("user", f"Question {index}: name a color and a number."))
+        if index < turn - 1:
+            messages.append(Message("assistant", f"Blue and {index * 7}, then more words."))
+    return tuple(messages)
+
+
+async def replies(model: LlamaCppBackend, turns: int) -> list[tuple[int, str, Any]]:
+    """Each turn's tokens, text and logprobs: seeded draws at temperature 1."""
+    results = []
+    for turn in range(1, turns + 1):
+        sampling = SamplingParams(max_tokens=6, temperature=1.0, seed=turn, logprobs=True)
+        text, logprobs = "", []
+        async for delta in model.generate(GenerationRequest(conversation(turn), sampling)):
+            text += delta.text
+            logprobs += [(item.token, item.logprob) for item in delta.logprobs]
+        results.append((turn, text, logprobs))
+    return results
+
+
+@pytest.mark.parametrize("repacking", [False, True], ids=["plain", "repacked"])
+async def test_prefix_reuse_is_exact(gguf_path: Path, repacking: bool) -> None:
+    """A conversation whose turns reuse the cached prefix gets logits bit-identical to
+    evaluating every prompt afresh: the same tokens and the same logprobs, to the bit,
+    under seeded sampling (and with or without llama.cpp's weight repacking, whose
+    kernels depend most on the batch's shape)."""
+    options = {"parallel": 2, "prefill_chunk": CHUNK, "extra_buffer_types": repacking}
+    reusing = await started(gguf_path, prefix_reuse=True, **options)
+    fresh = await started(gguf_path, prefix_reuse=False, **options)
     try:
-        req = request(max_tokens=20, temperature=0, logit_bias=no_end)
-        fresh = await run(model, req)
-        again = await run(model, req)
-        assert model.engine.stats.prompt_tokens_reused > 0
-        assert again == fresh
+        with_reuse = await replies(reusing, 4)
+        assert reusing.engine.stats.prompt_tokens_reused > 0
+        assert fresh.engine.stats.prompt_tokens_reused == 0
+        assert await replies(fresh, 4) == with_reuse
     finally:
-        await model.close()
+        await reusing.close()
+        await fresh.close()
+
+
+async def test_a_request_alone_writes_the_same_whatever_ran_before(
+    backend: LlamaCppBackend,
+) -> None:
+    req = request("Describe the sea.", max_tokens=12, temperature=1.0, seed=99, logprobs=True)
+    first = await run(backend, req)
+    await run(backend, request("Something else entirely, and longer.", max_tokens=9, seed=3))
+    assert await run(backend, req) == first  # reusing its cached prompt this time
 
 
 async def test_n_choices_share_one_prompt_evaluation(gguf_path: Path) -> None:
@@ -196,8 +243,7 @@ async def test_n_choices_share_one_prompt_evaluation(gguf_path: Path) -> None:
 
         streams = await model.generate_choices(req, 3)
         first = [await tokens_and_text(stream) for stream in streams]
-        # the prompt once, plus its last token once more per extra choice
-        assert model.engine.stats.prompt_tokens_evaluated == prompt + 2
+        assert model.engine.stats.prompt_tokens_evaluated == prompt  # once for all three
         assert [result[0] for result in first] == [6, 6, 6]
     finally:
         await model.close()
@@ -280,3 +326,21 @@ async def test_closing_the_backend_ends_running_and_waiting_requests(
         await asyncio.wait_for(tokens_and_text(running), 30)
     with pytest.raises(Exception, match="unloaded"):
         await asyncio.wait_for(waiting, 30)
+
+
+async def test_load_reports_waiting_and_running_for_the_metrics(
+    gguf_path: Path, no_end: dict[int, float]
+) -> None:
+    model = await started(gguf_path, parallel=1, max_queue=4)
+    try:
+        assert model.load() == (0, 0)
+        stream = model.generate(request(max_tokens=400, logit_bias=no_end))
+        await anext(stream)
+        await anext(stream)  # it generates
+        waiting = asyncio.create_task(run(model, request("Hi", max_tokens=2)))
+        await until(lambda: model.engine.waiting == 1)
+        assert model.load() == (1, 1)
+        await stream.aclose()
+        await asyncio.wait_for(waiting, 60)
+    finally:
+        await model.close()

@@ -338,7 +338,10 @@ async def converse(model: LlamaCppBackend, system: str) -> list[str]:
 async def conversation_and_reuse(
     path: Path, *, prefix_reuse: bool, system: str
 ) -> tuple[list[str], int]:
-    model = LlamaCppBackend(path, n_ctx=2048, parallel=2, prefix_reuse=prefix_reuse)
+    # small prompt chunks (the unit of reuse), so that short turns reuse some
+    model = LlamaCppBackend(
+        path, n_ctx=2048, parallel=2, prefix_reuse=prefix_reuse, prefill_chunk=8
+    )
     await model.start()
     try:
         replies = await converse(model, system)
