@@ -13,10 +13,11 @@ Why reuse was turned off: two causes
    evaluates it alone: with repacking on, other logits, so the same seed wrote
    other text. That was the report that turned reuse off; Gemma's sliding window
    was not the cause there (``Llama()`` leaves llama.cpp's default ``swa_full``
-   on, so nothing was evicted). No choice of kept length removes this: the same
-   holds for a request batched with others. Greedy output survives it (the
-   differences rarely change the most likely token); seeded sampling at a
-   temperature does not, with reuse as with batching.
+   on, so nothing was evicted). What removes it: evaluate every prompt in the same
+   shapes, so that the kept cells are those a fresh evaluation computes. The
+   engine evaluates prompts in chunks aligned at multiples of its chunk size, each
+   alone in its own decode, in per-sequence caches, and keeps whole chunks only
+   (see ``engine``): bit-identical logits with and without reuse.
 
 2. Sliding-window eviction. Gemma 3 has sliding-window attention (SWA): most
    layers attend only to the last ``n_swa`` positions (512 for the 270M). Without
