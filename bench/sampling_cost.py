@@ -6,9 +6,10 @@ token per ``llama_decode``, each chosen by a ``SequenceSampler``. Every
 ``sample()`` call is timed alone (``perf_counter_ns``), for each sampling set-up:
 greedy, a seeded draw with and without top-p, logit bias, penalties, logprobs,
 a JSON-schema grammar, and all of them at once. The grammar's ``accept`` (which
-the engine calls) is timed apart. For scale: ``llama_sampler_sample`` called
-directly on the same native chain (no Python wrapper), and ``llama_decode`` of
-one token. Set-ups alternate within each round.
+the engine calls) is timed apart. For scale: llama.cpp's own sampler chain
+(top-p, temperature, seeded draw; what ``SequenceSampler`` used before it drew
+with numpy) called directly on the same rows, and ``llama_decode`` of one token.
+Set-ups alternate within each round.
 
 The results replace the "Per-sequence sampling cost" section of BENCHMARKS.md.
 
@@ -35,11 +36,7 @@ from common import CpuWatch, machine, median, percentile
 from portway.backends.base import SamplingParams
 from portway.backends.llamacpp.default_model import ensure_default_gguf
 from portway.backends.llamacpp.loading import cpu_advertises_amx, model_params
-from portway.backends.llamacpp.seq_sampling import (
-    DEFAULT_PENALTY_WINDOW,
-    SequenceSampler,
-    native_chain,
-)
+from portway.backends.llamacpp.seq_sampling import SequenceSampler, llama_seed
 from portway.constrain import json_schema_grammar
 from portway.constrain.llamacpp import llama_tokenizer
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
@@ -86,7 +83,12 @@ SETUPS = (
     Setup("draw + logprobs (top_logprobs 5)", {**DRAW, **LOGPROBS}),
     Setup("draw + grammar (JSON schema)", DRAW, grammar=True),
     Setup("draw + all of the above", {**DRAW, **BIAS, **PENALTIES, **LOGPROBS}, grammar=True),
-    Setup("reference: the native chain alone (draw 0.8 / 0.95)", DRAW, native_only=True),
+    Setup("reference: llama.cpp's native chain (draw 0.8 / 0.95)", DRAW, native_only=True),
+    Setup(
+        "reference: llama.cpp's native chain (temperature 1, top_p 1)",
+        {"temperature": 1.0},
+        native_only=True,
+    ),
 )
 
 
@@ -171,27 +173,8 @@ class Bench:
         finally:
             sampler.close()
 
-    def python_part(self, setup: Setup, calls: int = 200) -> float:
-        """CPU µs per ``sample()`` with the native chain's call stubbed out: the
-        sampler's own Python cost (the same row each time)."""
-        if setup.native_only:
-            return 0.0
-        mask = self._mask() if setup.grammar else None
-        sampler = self._sampler(SamplingParams(seed=1, **setup.sampling), mask)
-        row = self.seq.start()
-        native = llama_cpp.llama_sampler_sample
-        llama_cpp.llama_sampler_sample = lambda _chain, _ctx, _row: 0
-        try:
-            started = time.thread_time_ns()
-            for _ in range(calls):
-                sampler.sample(self.seq.ctx, row)
-            return (time.thread_time_ns() - started) / calls / 1e3
-        finally:
-            llama_cpp.llama_sampler_sample = native
-            sampler.close()
-
     def _run_native(self, params: SamplingParams, tokens: int, into: Timings) -> None:
-        chain = native_chain(params, self.seq.n_vocab, DEFAULT_PENALTY_WINDOW)
+        chain = native_chain(params)
 
         def native(ctx: Any, row: int) -> int:
             return int(llama_cpp.llama_sampler_sample(chain, ctx, row))
@@ -227,6 +210,21 @@ class Bench:
         return row
 
 
+def native_chain(params: SamplingParams) -> Any:
+    """llama.cpp's chain for a plain draw: top-p (when below 1), temperature and a
+    seeded draw (freed by the caller with ``llama_sampler_free``)."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.top_p < 1.0:
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1)
+        )
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+    llama_cpp.llama_sampler_chain_add(
+        chain, llama_cpp.llama_sampler_init_dist(llama_seed(params.seed))
+    )
+    return chain
+
+
 def load(threads: int) -> Any:
     path = ensure_default_gguf(DATA_DIR)
     with model_params(extra_buffer_types=not cpu_advertises_amx()):
@@ -235,9 +233,7 @@ def load(threads: int) -> Any:
         )
 
 
-def measure(
-    runs: int, tokens: int, threads: int
-) -> tuple[dict[str, Timings], dict[str, float], float]:
+def measure(runs: int, tokens: int, threads: int) -> tuple[dict[str, Timings], float]:
     bench = Bench(load(threads))
     timings = {setup.name: Timings() for setup in SETUPS}
     for setup in SETUPS:  # warm-up
@@ -248,13 +244,11 @@ def measure(
         for setup in order:
             bench.run(setup, tokens, 1234 + round_, timings[setup.name])
     foreign = watch.foreign_cores()
-    python = {setup.name: bench.python_part(setup) for setup in SETUPS}
-    return timings, python, foreign
+    return timings, foreign
 
 
 def report(
     timings: dict[str, Timings],
-    python: dict[str, float],
     foreign: float,
     runs: int,
     tokens: int,
@@ -274,9 +268,8 @@ def report(
         "so compare rows rather than absolute numbers.",
         "",
         "| Sampling set-up | sample() CPU µs/token (median) | p90 | mean | wall µs (median) "
-        "| of which Python, µs | grammar accept CPU µs (engine) | share of a one-sequence "
-        "step |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| grammar accept CPU µs (engine) | share of a one-sequence step |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for setup in SETUPS:
         t = timings[setup.name]
@@ -286,32 +279,33 @@ def report(
         lines.append(
             f"| {setup.name} | {cost:.0f} | {percentile(t.sample_us, 0.9):.0f} | "
             f"{statistics.fmean(t.sample_us):.0f} | "
-            f"{median(t.sample_wall_us):.0f} | {python[setup.name]:.1f} | {accept} | "
+            f"{median(t.sample_wall_us):.0f} | {accept} | "
             f"{share:.1%} |"
         )
     lines += [
         "",
         f"`llama_decode` of one token: {decode:.2f} ms (median, wall). sample() and accept "
         "are CPU time of the calling thread (they run on it alone), so other processes' "
-        'share of the cores does not count in them; wall times include it. "Of which '
-        "Python\" is sample() with llama.cpp's call stubbed out (200 calls on one row): "
-        "the sampler's own cost. The rest is llama.cpp's chain, which reads the whole "
-        "262,144-token row at every step (a candidate array copied from it, a softmax and "
-        "draw over it; top-p below 1 sorts it whenever its top 256 tokens hold less than "
-        "p of the mass), as `Llama.generate` did; greedy decoding without penalties "
-        "skips it (numpy's argmax over the row, with the bias added in place, picks the "
-        "same token). Logprobs (a log-softmax over the row) "
-        "and a grammar (llguidance's mask, unpacked and applied with numpy) are the "
-        "Python steps, paid only by requests that ask for them.",
+        "share of the cores does not count in them; wall times include it. The sampler "
+        "is numpy: a maximum and one exponential pass over the 262,144-token row into a "
+        "buffer it keeps, then a blocked inverse-CDF search (top_p 1) or a threshold "
+        "search for the top-p nucleus that sorts only the tokens near its edge; greedy "
+        "is an argmax. The reference rows are llama.cpp's own chain, which the sampler "
+        "used before: it copies the row into a candidate array, runs a softmax over it "
+        "and, for top_p below 1, sorts the whole vocabulary whenever its top 256 tokens "
+        "hold less than top_p of the mass. Logprobs (a log-softmax over the row) and a "
+        "grammar (llguidance's mask, unpacked and applied with numpy) are paid only by "
+        "requests that ask for them.",
         "",
         f"For a batch of 8 sequences sampled one after another that is, on average, "
         f"{8 * statistics.fmean(timings[SETUPS[1].name].sample_us) / 1e3:.1f} ms of one core "
-        f"per step at temperature 0.8 / top_p 0.95, "
+        f"per step at temperature 0.8 / top_p 0.95 "
+        f"({8 * statistics.fmean(timings[SETUPS[-2].name].sample_us) / 1e3:.1f} ms with "
+        f"llama.cpp's chain), "
         f"{8 * statistics.fmean(timings[SETUPS[2].name].sample_us) / 1e3:.1f} ms at top_p 1 "
-        f"and {8 * statistics.fmean(timings[SETUPS[0].name].sample_us) / 1e3:.1f} ms greedy. "
-        "llama.cpp's "
-        "call runs without the GIL (ctypes releases it), and each sampler owns its chain, so "
-        "an engine can sample a step's sequences on several threads.",
+        f"({8 * statistics.fmean(timings[SETUPS[-1].name].sample_us) / 1e3:.1f} ms with "
+        f"llama.cpp's chain) "
+        f"and {8 * statistics.fmean(timings[SETUPS[0].name].sample_us) / 1e3:.1f} ms greedy.",
         "",
     ]
     return "\n".join(lines)
@@ -335,8 +329,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
     args = parser.parse_args()
-    timings, python, foreign = measure(args.runs, args.tokens, args.threads)
-    text = report(timings, python, foreign, args.runs, args.tokens, args.threads)
+    timings, foreign = measure(args.runs, args.tokens, args.threads)
+    text = report(timings, foreign, args.runs, args.tokens, args.threads)
     print("\n" + text)
     if not args.no_write:
         write_section(text)

@@ -2,13 +2,13 @@
 
 A low-level decode loop (one ``llama_batch``, as the engine builds them) feeds the
 sampler. No test depends on what the model writes: they check the sampler against
-the logits it was given (argmax, bias, penalties, masks, log-softmax), against
-llama-cpp-python's own ``Llama.generate`` on the same logits, and determinism.
+the logits it was given (argmax, bias, penalties, masks, log-softmax) and
+determinism. ``TokenChooser`` (the numpy draw) is also tested alone on crafted
+rows: nucleus, temperature, bias, penalties and the frequencies of its draws.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ import pytest
 from portway.backends.base import Grammar, SamplingParams
 from portway.backends.llamacpp.default_model import ensure_default_gguf
 from portway.backends.llamacpp.loading import cpu_advertises_amx, model_params
-from portway.backends.llamacpp.seq_sampling import SequenceSampler, llama_seed
+from portway.backends.llamacpp.seq_sampling import SequenceSampler, TokenChooser, nucleus
 from portway.constrain.llamacpp import llama_tokenizer
 from portway.constrain.runtime import GrammarCompiler, GrammarMask
 from portway.errors import InvalidRequest
@@ -138,56 +138,9 @@ def test_other_seeds_draw_other_tokens(seq: OneSequence) -> None:
     assert len(runs) > 1
 
 
-@pytest.mark.parametrize(
-    "sampling",
-    [
-        {"temperature": 0.0},
-        {"seed": 5},
-        {"seed": 6, "temperature": 0.8, "top_p": 0.9},
-        {"seed": 7, "presence_penalty": 1.5, "frequency_penalty": 1.0},
-        {"seed": 8, "logit_bias": {506: 5.0, 496: -100.0}},
-        {"temperature": 0.0, "logit_bias": {506: 5.0, 496: -100.0}},
-        {"temperature": 0.0, "logit_bias": {506: 2.0}, "presence_penalty": 1.0},
-    ],
-)
-def test_tokens_are_those_llama_generate_samples_from_the_same_logits(
-    seq: OneSequence, sampling: dict[str, Any]
-) -> None:
-    """The native chain means what the one-request path's ``Llama.generate`` meant:
-    logit bias, penalties, top-p, temperature, seeded draw (greedy at 0)."""
-    params = SamplingParams(**sampling)
-    assert seq.run(sampler(seq, **sampling)) == generated(seq.llama, seq.prompt, params)
-
-
-def generated(llama: Any, prompt: list[int], params: SamplingParams) -> list[int]:
-    bias = params.logit_bias
-
-    def add_bias(_ids: Any, scores: Any) -> Any:
-        for token, value in bias.items():
-            scores[token] += value
-        return scores
-
-    llama.set_seed(llama_seed(params.seed))
-    llama.n_tokens = 0
-    tokens = llama.generate(
-        prompt,
-        temp=params.temperature,
-        top_p=params.top_p,
-        top_k=0,
-        min_p=0.0,
-        typical_p=1.0,
-        repeat_penalty=1.0,
-        presence_penalty=params.presence_penalty,
-        frequency_penalty=params.frequency_penalty,
-        logits_processor=llama_cpp.LogitsProcessorList([add_bias]) if bias else None,
-    )
-    try:
-        return [token for _, token in zip(range(STEPS), tokens, strict=False)]
-    finally:
-        tokens.close()
-        sampler_chain, llama._sampler = llama._sampler, None
-        if sampler_chain is not None:
-            sampler_chain.close()
+def test_a_tiny_top_p_always_takes_the_argmax(seq: OneSequence) -> None:
+    greedy = seq.run(sampler(seq, temperature=0.0))
+    assert seq.run(sampler(seq, seed=3, temperature=1.5, top_p=1e-9)) == greedy
 
 
 # ------------------------------------------------------------------- greedy, bias, penalties
@@ -431,37 +384,6 @@ def test_close_is_idempotent_and_a_closed_sampler_refuses_to_sample(seq: OneSequ
         closed.sample(seq.ctx, seq.start())
 
 
-def test_samplers_dropped_without_close_are_freed(seq: OneSequence) -> None:
-    dropped = sampler(seq, seed=1)
-    finalizer = dropped._free
-    del dropped
-    gc.collect()
-    assert not finalizer.alive
-
-
-def test_creating_and_closing_many_samplers_does_not_grow_memory(seq: OneSequence) -> None:
-    """Each chain holds a vocabulary-sized buffer (about 3 MB here) once it has
-    sampled: 300 leaked chains would add about 900 MB."""
-    row = seq.start()
-    settings = {"seed": 1, "logit_bias": {506: 1.0}, "presence_penalty": 0.5}
-
-    def churn(count: int) -> None:
-        for _ in range(count):
-            each = sampler(seq, **settings)
-            each.sample(seq.ctx, row)
-            each.close()
-
-    churn(30)
-    before = resident_bytes()
-    churn(300)
-    assert resident_bytes() - before < 150 * 1024 * 1024
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * 4096
-
-
 def test_a_bias_on_a_token_outside_the_vocabulary_is_refused(seq: OneSequence) -> None:
     with pytest.raises(InvalidRequest) as caught:
         sampler(seq, logit_bias={seq.n_vocab: 1.0})
@@ -471,3 +393,144 @@ def test_a_bias_on_a_token_outside_the_vocabulary_is_refused(seq: OneSequence) -
 def test_logprobs_need_token_fields(seq: OneSequence) -> None:
     with pytest.raises(ValueError, match="token_fields"):
         SequenceSampler(SamplingParams(logprobs=True), n_vocab=seq.n_vocab)
+
+
+def test_a_row_with_every_token_forbidden_cannot_be_drawn_from() -> None:
+    with pytest.raises(RuntimeError, match="-inf"):
+        chooser(seed=1).choose(crafted([]))
+
+
+# --------------------------------------------------------------------------- the numpy draw alone
+
+VOCAB = 3000
+"""Crafted rows: a vocabulary that is not a multiple of the draw's block size."""
+
+
+def chooser(penalty_window: int = 64, **sampling: Any) -> TokenChooser:
+    return TokenChooser(SamplingParams(**sampling), VOCAB, penalty_window)
+
+
+def crafted(probabilities: list[float], rest: float = -np.inf) -> Any:
+    """A logits row whose first tokens have these probabilities (the others ``rest``)."""
+    row = np.full(VOCAB, rest, dtype=np.float32)
+    row[: len(probabilities)] = np.log(np.asarray(probabilities, dtype=np.float64))
+    return row
+
+
+def draws(each: TokenChooser, row: Any, count: int) -> list[int]:
+    return [each.choose(row.copy()) for _ in range(count)]
+
+
+def test_the_same_seed_draws_the_same_tokens_and_other_seeds_other_ones() -> None:
+    row = crafted([0.25] * 4, rest=-3.0)
+    first = draws(chooser(seed=21, top_p=0.9), row, 50)
+    assert draws(chooser(seed=21, top_p=0.9), row, 50) == first
+    assert draws(chooser(seed=22, top_p=0.9), row, 50) != first
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.999])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_draws_follow_the_softmax_at_the_temperature(temperature: float, top_p: float) -> None:
+    """20,000 draws of a seeded chooser from three tokens (the rest -inf): each
+    token's share is within 0.02 of softmax(logits / temperature)."""
+    probabilities = np.array([0.5, 0.3, 0.2])
+    tokens = draws(
+        chooser(seed=5, temperature=temperature, top_p=top_p), crafted([*probabilities]), 20_000
+    )
+    tempered = probabilities ** (1 / temperature)
+    shares = np.bincount(tokens, minlength=VOCAB) / len(tokens)
+    assert np.abs(shares[:3] - tempered / tempered.sum()).max() < 0.02
+    assert shares[3:].sum() == 0
+
+
+def test_tokens_outside_the_nucleus_are_never_drawn() -> None:
+    """0.5 + 0.3 reach top_p 0.75: the 0.15 and 0.05 tokens and the rest (each far
+    less likely) are outside, even at a high temperature."""
+    row = crafted([0.5, 0.3, 0.15, 0.05], rest=-20.0)
+    drawn = {
+        token
+        for seed in range(200)
+        for token in draws(chooser(seed=seed, top_p=0.75, temperature=3.0), row, 5)
+    }
+    assert drawn == {0, 1}
+
+
+@pytest.mark.parametrize("top_p", [0.0, 0.3, 0.9, 0.99, 0.9999])
+def test_the_nucleus_is_the_smallest_most_likely_set_reaching_top_p(top_p: float) -> None:
+    """Against a full sort of random rows (ties: lower id first); the edge may
+    differ only where a sum's rounding decides it."""
+    generator = np.random.default_rng(7)
+    for _ in range(5):
+        logits = (generator.standard_normal(4096) * 3).astype(np.float32)
+        logits[generator.integers(0, 4096, 50)] = logits.max()  # ties at the top
+        weights = np.exp(logits - logits.max())
+        order = np.lexsort((np.arange(len(weights)), -weights))
+        cumulative = np.cumsum(weights[order].astype(np.float64))
+        count = int(np.searchsorted(cumulative, top_p * cumulative[-1], side="left")) + 1
+        assert sorted(nucleus(weights, top_p).tolist()) == sorted(order[:count].tolist())
+
+
+def test_a_tiny_top_p_or_temperature_takes_the_argmax() -> None:
+    row = crafted([0.2, 0.1, 0.4, 0.3], rest=-5.0)
+    for seed in range(100):
+        assert chooser(seed=seed, top_p=1e-6).choose(row.copy()) == 2
+        assert chooser(seed=seed, temperature=0.01).choose(row.copy()) == 2
+
+
+def test_ties_in_a_one_token_nucleus_go_to_the_lower_id() -> None:
+    row = crafted([0.1, 0.4, 0.1, 0.4])
+    assert {chooser(seed=seed, top_p=0.01).choose(row.copy()) for seed in range(50)} == {1}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_bias_of_minus_100_removes_a_token_and_plus_100_forces_one(temperature: float) -> None:
+    row = crafted([0.9, 0.05, 0.05], rest=-10.0)
+    for seed in range(50):
+        removed = chooser(seed=seed, temperature=temperature, logit_bias={0: -100.0})
+        assert removed.choose(row.copy()) != 0
+        forced = chooser(seed=seed, temperature=temperature, logit_bias={2999: 100.0})
+        assert forced.choose(row.copy()) == 2999
+
+
+def test_penalties_follow_llama_cpps_formula_on_the_row() -> None:
+    """After tokens 3, 3 and 5 were chosen the row has lost count * frequency +
+    presence on them (float32), and nothing elsewhere."""
+    each = chooser(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.25)
+    for token in (3, 3, 5):
+        lifted = np.zeros(VOCAB, dtype=np.float32)
+        lifted[token] = 100.0 + 10  # above what the penalties take away
+        assert each.choose(lifted) == token
+    row = np.zeros(VOCAB, dtype=np.float32)
+    each.choose(row)
+    expected = np.zeros(VOCAB, dtype=np.float32)
+    expected[3] -= np.float32(2) * np.float32(0.25) + np.float32(0.5)
+    expected[5] -= np.float32(1) * np.float32(0.25) + np.float32(0.5)
+    assert np.array_equal(row, expected)
+
+
+def test_a_frequency_penalty_makes_a_chosen_token_less_likely() -> None:
+    """Two equally likely tokens: after a large penalty on the first draw's token
+    the second draw is mostly the other token; without one, about half the time."""
+
+    def switches(**penalties: Any) -> int:
+        count = 0
+        for seed in range(300):
+            each = chooser(seed=seed, **penalties)
+            row = crafted([0.5, 0.5])
+            count += each.choose(row.copy()) != each.choose(row.copy())
+        return count
+
+    assert switches(frequency_penalty=2.0) > 240  # e**2 / (1 + e**2) = 0.88: 264 expected
+    assert switches(frequency_penalty=2.0, presence_penalty=2.0) > 280  # 0.98: 295
+    assert 100 < switches() < 200
+
+
+def test_penalties_forget_tokens_beyond_their_window() -> None:
+    each = chooser(penalty_window=2, temperature=0.0, presence_penalty=1.0)
+    for token in (7, 8, 9):
+        lifted = np.zeros(VOCAB, dtype=np.float32)
+        lifted[token] = 50.0
+        each.choose(lifted)
+    row = np.zeros(VOCAB, dtype=np.float32)
+    each.choose(row)
+    assert row[7] == 0.0 and row[8] == -1.0 and row[9] == -1.0
