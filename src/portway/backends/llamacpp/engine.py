@@ -9,9 +9,10 @@ with a KV cache of its own (see ``loading``). Each step it:
 3. samples each of them and hands what it produced to the request's asyncio
    queue (``emit``: ``loop.call_soon_threadsafe``). The engine never waits for
    a reader;
-4. evaluates prompt chunks: one chunk while others generate (so a long prompt
-   holds running streams back by one chunk per step), up to ``n_batch`` tokens
-   of chunks when nothing generates.
+4. evaluates prompt chunks, at most ``n_batch`` tokens of them: while others
+   generate, one chunk of each prompt (so a long prompt holds running streams
+   back by one chunk per step, and requests arriving together all start at once),
+   else as many chunks as fit.
 
 Exact prefix reuse
 ------------------
@@ -241,14 +242,19 @@ class Engine:
         self.stats.steps += 1
         if generating:
             self._decode([self._put(sequence, row, 1) for row, sequence in enumerate(generating)])
-        budget = self._prefill_chunk if generating else self._n_batch
-        for sequence in prompting:
-            if budget <= 0:
-                break
-            count = min(len(sequence.pending), self._prefill_chunk)
-            self._decode([self._put(sequence, 0, count)])
-            budget -= count
+        self._evaluate_prompts(prompting, one_chunk_each=bool(generating))
         return True
+
+    def _evaluate_prompts(self, prompting: list[_Sequence], *, one_chunk_each: bool) -> None:
+        """Prompt chunks, each alone in a decode, ``n_batch`` tokens at most."""
+        budget = self._n_batch
+        for sequence in prompting:
+            while budget > 0 and sequence.in_prompt and sequence.pending:
+                count = min(len(sequence.pending), self._prefill_chunk)
+                self._decode([self._put(sequence, 0, count)])
+                budget -= count
+                if one_chunk_each or sequence not in self._running:
+                    break
 
     def _decode(self, fed: list[_Fed]) -> None:
         """One ``llama_decode`` of the rows ``fed`` wrote, then their sampling."""
