@@ -7,12 +7,14 @@ import datetime
 import math
 import os
 import platform
+import re
 import socket
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 # --------------------------------------------------------------------------- statistics
 
@@ -148,3 +150,15 @@ def wait_for_quiet(
         load = watch.foreign_cores()
         if load < threshold or time.monotonic() >= deadline:
             return load
+
+
+def replace_section(path: Path, heading: str, text: str) -> None:
+    """Replaces the ``heading`` section of ``path`` (a BENCHMARKS.md) with ``text``,
+    where it stands, or appends it; every other section stays as it is."""
+    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", current, count=1)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text
+    path.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")

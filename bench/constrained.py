@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import CpuWatch, machine, median
+from common import CpuWatch, machine, median, replace_section
 
 from portway.backends.base import GenerationRequest, Grammar, Message, SamplingParams
 from portway.backends.llamacpp.backend import LlamaCppBackend
@@ -207,17 +206,6 @@ def _rate_row(name: str, runs: list[Run]) -> str:
     return f"| {name} | {median(rates):.1f} | {spread} | {', '.join(map(str, counts))} |"
 
 
-def write_section(text: str, path: Path = BENCHMARKS) -> None:
-    """Replace this bench's section of ``path`` (or add it), leaving the rest alone."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -227,7 +215,7 @@ def main() -> int:
     text = asyncio.run(run(args.runs, args.tokens))
     print("\n" + text)
     if not args.no_write:
-        write_section(text)
+        replace_section(BENCHMARKS, SECTION, text)
     return 0
 
 

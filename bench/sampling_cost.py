@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-from common import CpuWatch, machine, median, percentile
+from common import CpuWatch, machine, median, percentile, replace_section
 
 from portway.backends.base import SamplingParams
 from portway.backends.llamacpp.default_model import ensure_default_gguf
@@ -311,17 +310,6 @@ def report(
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = BENCHMARKS) -> None:
-    """Replace this bench's section of ``path`` (or add it), leaving the rest alone."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -333,7 +321,7 @@ def main() -> int:
     text = report(timings, foreign, args.runs, args.tokens, args.threads)
     print("\n" + text)
     if not args.no_write:
-        write_section(text)
+        replace_section(BENCHMARKS, SECTION, text)
     return 0
 
 

@@ -32,7 +32,7 @@ import httpx
 import report
 import runners
 import servers
-from common import free_port, machine, median, percentile
+from common import free_port, machine, median, percentile, replace_section
 from overhead import Limits, LoadResult, check_reply, measure, pinned
 from upstream import UsageFront, portway_catalog, stand_in
 
@@ -292,14 +292,6 @@ def section(cells: list[Cell], limits: Limits, pinning: str, hop: str) -> str:
     return text + tables + "\n\n" + report.machine_table(machine())
 
 
-def write(path: Path, text: str) -> None:
-    """Replace this bench's section of ``path`` (or append it), keeping the others."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    kept = [s for s in report.split_sections(current) if s.splitlines()[0] != HEADING]
-    head = current.split("\n## ", 1)[0].strip()
-    path.write_text("\n\n".join([head, *kept, text]) + "\n")
-
-
 def placement() -> tuple[set[int], set[int] | None, str]:
     cpus = sorted(os.sched_getaffinity(0))
     client = {cpus[-1]}
@@ -351,7 +343,7 @@ def main() -> None:
     text = asyncio.run(run(options))
     print(text)
     if not (options.quick or options.no_write):
-        write(REPO / "BENCHMARKS.md", text)
+        replace_section(REPO / "BENCHMARKS.md", HEADING, text)
 
 
 if __name__ == "__main__":

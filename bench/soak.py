@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 import openai
-from common import CpuWatch, machine
+from common import CpuWatch, machine, replace_section
 from servers import BENCH_DIR, PortwayServer, free_port
 
 CHAT_MODEL = "gemma-3-270m"
@@ -430,13 +430,7 @@ def section(summary: Summary, current: str) -> str:
 
 def write_section(summary: Summary, path: Path = BENCHMARKS) -> None:
     current = path.read_text() if path.exists() else "# Benchmarks\n"
-    text = section(summary, current)
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
+    replace_section(path, SECTION, section(summary, current))
 
 
 # --------------------------------------------------------------------------- main

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import report
 import servers
-from common import free_port, machine
+from common import free_port, machine, replace_section
 from overhead import Front, Limits, LoadResult, check_reply, measure, pinned
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,14 +182,6 @@ def section(found: list[Row], limits: Limits, litellm_note: str) -> str:
     return "\n\n".join(body)
 
 
-def write(path: Path, text: str) -> None:
-    """Replace this bench's section of ``path`` (or append it), keeping the others."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    kept = [s for s in report.split_sections(current) if s.splitlines()[0] != HEADING]
-    head = current.split("\n## ", 1)[0].strip()
-    path.write_text("\n\n".join([head, *kept, text]) + "\n")
-
-
 async def run(options: argparse.Namespace) -> str:
     limits = (
         Limits(requests=300, seconds=5, warmup=20)
@@ -231,7 +223,7 @@ def main() -> None:
     text = asyncio.run(run(options))
     print(text)
     if not (options.quick or options.no_write):
-        write(REPO / "BENCHMARKS.md", text)
+        replace_section(REPO / "BENCHMARKS.md", HEADING, text)
 
 
 if __name__ == "__main__":
